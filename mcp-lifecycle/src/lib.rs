@@ -1,0 +1,40 @@
+//! # mcp-lifecycle
+//!
+//! Run MCP (Model Context Protocol) servers for a host application and keep
+//! them honest: started, healthy, at the desired replica count, on the newest
+//! image, and reported truthfully.
+//!
+//! The crate is built from parts that are each usable alone:
+//!
+//! - [`spec`]: the [`ServerSpec`] a host asks for, and its validation.
+//! - [`state`]: pure state machines (instance lifecycle with restart backoff,
+//!   image freshness, server phase). No I/O, no clock reads: `now` is an argument.
+//! - [`ports`]: the traits the library reaches the world through —
+//!   [`Orchestrator`], [`Store`], [`ImageResolver`], [`SecretSource`].
+//! - [`store`]: [`InMemoryStore`] and, with feature `redb`, the durable `RedbStore`.
+//! - `testing` (feature `testing`): fakes with fault injection and the
+//!   conformance suites every store and backend must pass.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod ports;
+pub mod secret;
+pub mod spec;
+pub mod state;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod time;
+
+pub use error::{Error, ErrorKind, Result};
+pub use ports::{
+    ImageResolver, InstanceId, InstanceObservation, InstanceSpec, Orchestrator, SecretSource,
+    StopMode, Store,
+};
+pub use secret::SecretValue;
+pub use spec::{Limits, ServerSpec, Source, Transport, ValidationError};
+pub use store::InMemoryStore;
+#[cfg(feature = "redb")]
+pub use store::RedbStore;
+pub use time::{Clock, SystemClock, Timestamp, TokioClock};

@@ -1,0 +1,14 @@
+//! What a host asks for: the [`ServerSpec`] of one MCP server, loadable from
+//! YAML or JSON, and its validation.
+//!
+//! This module owns the shape of the desired state and the rules that reject a
+//! bad one. It must not talk to a runtime, a store or a registry.
+
+mod server;
+mod validate;
+
+pub use server::{
+    Command, EnvEntry, EnvSource, HealthSpec, LivenessCheck, ReadinessCall, Resources,
+    SecretRef, ServerSpec, Source, Transport, UpdatePolicy,
+};
+pub use validate::{FieldError, Limits, ValidationError, parse_cpu_millis, parse_memory_bytes};

@@ -1,0 +1,357 @@
+//! Rules that reject a bad [`ServerSpec`], and the error that names the field.
+//!
+//! Validation collects every problem, not only the first, so a host can show
+//! them all at once. Each problem names its field by path (`env[2].name`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use super::server::{EnvSource, LivenessCheck, ReadinessCall, ServerSpec, Source, Transport};
+
+/// Bounds that depend on the host rather than on one spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest replica count a spec may ask for. Default: 10.
+    pub max_replicas: u32,
+    /// The longest duration any interval, timeout or grace period may have. Default: 1 hour.
+    pub max_duration: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_replicas: 10,
+            max_duration: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// One rejected field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path, e.g. `name`, `env[1].name`, `health.timeout`.
+    pub field: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// A spec that failed validation: which server, and every rejected field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationError {
+    /// The server's name as given (may itself be the invalid field).
+    pub server: String,
+    /// Every problem found, in field order.
+    pub errors: Vec<FieldError>,
+}
+
+impl ValidationError {
+    /// Whether `field` is among the rejected fields.
+    pub fn names_field(&self, field: &str) -> bool {
+        self.errors.iter().any(|e| e.field == field)
+    }
+
+    /// A one-field error, for rules checked outside [`ServerSpec::validate`].
+    pub fn single(server: &str, field: &str, reason: impl Into<String>) -> Self {
+        ValidationError {
+            server: server.to_owned(),
+            errors: vec![FieldError {
+                field: field.to_owned(),
+                reason: reason.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server spec {:?} is invalid: ", self.server)?;
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", e.field, e.reason)?;
+        }
+        Ok(())
+    }
+}
+
+struct Collector {
+    errors: Vec<FieldError>,
+}
+
+impl Collector {
+    fn reject(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+impl ServerSpec {
+    /// Checks the spec against its rules and the host's `limits`. Returns every
+    /// problem found.
+    pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
+        let mut c = Collector { errors: Vec::new() };
+        if let Err(reason) = check_rfc1123_label(&self.name) {
+            c.reject("name", reason);
+        }
+        match &self.source {
+            Source::Image(image) => {
+                if let Err(reason) = check_image_reference(image) {
+                    c.reject("source.image", reason);
+                }
+            }
+            Source::Command(cmd) => {
+                if cmd.program.trim().is_empty() {
+                    c.reject("source.command.program", "must not be empty");
+                }
+                if cmd.program.contains('\0') || cmd.args.iter().any(|a| a.contains('\0')) {
+                    c.reject("source.command", "program and arguments must not contain NUL");
+                }
+            }
+        }
+        match &self.transport {
+            Transport::Stdio => {}
+            Transport::Http { port, path } | Transport::Sse { port, path } => {
+                let kind = if matches!(self.transport, Transport::Http { .. }) {
+                    "http"
+                } else {
+                    "sse"
+                };
+                if *port == 0 {
+                    c.reject(format!("transport.{kind}.port"), "must be between 1 and 65535");
+                }
+                if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+                    c.reject(
+                        format!("transport.{kind}.path"),
+                        "must start with '/' and contain no whitespace",
+                    );
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, entry) in self.env.iter().enumerate() {
+            if let Err(reason) = check_env_key(&entry.name) {
+                c.reject(format!("env[{i}].name"), reason);
+            } else if !seen.insert(entry.name.as_str()) {
+                c.reject(
+                    format!("env[{i}].name"),
+                    format!("{:?} is set more than once", entry.name),
+                );
+            }
+            match &entry.source {
+                EnvSource::Value(v) if v.contains('\0') => {
+                    c.reject(format!("env[{i}].value"), "must not contain NUL");
+                }
+                EnvSource::Secret(r) if r.name.is_empty() || r.key.is_empty() => {
+                    c.reject(format!("env[{i}].secret"), "name and key must both be set");
+                }
+                _ => {}
+            }
+        }
+        if self.replicas > limits.max_replicas {
+            c.reject(
+                "replicas",
+                format!(
+                    "{} is outside 0..={} (the host's maximum)",
+                    self.replicas, limits.max_replicas
+                ),
+            );
+        }
+        if let Some(memory) = &self.resources.memory {
+            if let Err(reason) = parse_memory_bytes(memory) {
+                c.reject("resources.memory", reason);
+            }
+        }
+        if let Some(cpu) = &self.resources.cpu {
+            if let Err(reason) = parse_cpu_millis(cpu) {
+                c.reject("resources.cpu", reason);
+            }
+        }
+        let h = &self.health;
+        check_duration(&mut c, "health.interval", h.interval, Duration::from_secs(1), limits);
+        check_duration(&mut c, "health.timeout", h.timeout, Duration::from_millis(100), limits);
+        check_duration(
+            &mut c,
+            "health.startup_timeout",
+            h.startup_timeout,
+            Duration::from_millis(100),
+            limits,
+        );
+        check_duration(
+            &mut c,
+            "stop_grace_period",
+            self.stop_grace_period,
+            Duration::ZERO,
+            limits,
+        );
+        if h.failure_threshold == 0 || h.failure_threshold > 100 {
+            c.reject("health.failure_threshold", "must be between 1 and 100");
+        }
+        if let LivenessCheck::Tool(call) = &h.liveness {
+            check_call(&mut c, "health.liveness.tool", call);
+        }
+        if let Some(call) = &h.readiness {
+            check_call(&mut c, "health.readiness", call);
+        }
+        for (key, value) in &self.labels {
+            if let Err(reason) = check_label_key(key) {
+                c.reject(format!("labels.{key}"), reason);
+            } else if value.len() > 63 || value.contains(['\0', '\n']) {
+                c.reject(format!("labels.{key}"), "value must be at most 63 characters, one line");
+            }
+        }
+        if c.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError {
+                server: self.name.clone(),
+                errors: c.errors,
+            })
+        }
+    }
+}
+
+fn check_duration(c: &mut Collector, field: &str, d: Duration, min: Duration, limits: &Limits) {
+    if min > Duration::ZERO && d < min {
+        c.reject(field, format!("{d:?} is below the minimum of {min:?}"));
+    } else if d > limits.max_duration {
+        c.reject(
+            field,
+            format!("{d:?} is above the maximum of {:?}", limits.max_duration),
+        );
+    }
+}
+
+fn check_call(c: &mut Collector, field: &str, call: &ReadinessCall) {
+    if call.tool.trim().is_empty() {
+        c.reject(format!("{field}.tool"), "must name a tool");
+    }
+    if !call.arguments.is_object() {
+        c.reject(
+            format!("{field}.arguments"),
+            "must be a JSON object (tool arguments are named)",
+        );
+    }
+}
+
+/// Checks an RFC 1123 DNS label: 1–63 characters of `[a-z0-9-]`, starting and
+/// ending with a letter or digit.
+pub(crate) fn check_rfc1123_label(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("is {} characters; at most 63 allowed", name.len()));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|ch| !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || *ch == '-'))
+    {
+        return Err(format!(
+            "{bad:?} is not allowed: use lowercase ASCII letters, digits and '-' (RFC 1123 label)"
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err("must start and end with a letter or digit (RFC 1123 label)".into());
+    }
+    Ok(())
+}
+
+fn check_image_reference(image: &str) -> Result<(), String> {
+    if image.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if image.trim() != image {
+        return Err("must not have surrounding whitespace".into());
+    }
+    image
+        .parse::<oci_spec::distribution::Reference>()
+        .map(|_| ())
+        .map_err(|e| format!("{image:?} is not a valid image reference: {e}"))
+}
+
+fn check_env_key(key: &str) -> Result<(), String> {
+    let mut chars = key.chars();
+    match chars.next() {
+        None => Err("must not be empty".into()),
+        Some(first) if !(first.is_ascii_alphabetic() || first == '_') => Err(format!(
+            "{key:?} must start with a letter or '_' (POSIX environment name)"
+        )),
+        Some(_) if !chars.all(|ch| ch.is_ascii_alphanumeric() || ch == '_') => Err(format!(
+            "{key:?} may only contain ASCII letters, digits and '_'"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn check_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    {
+        return Err("label name must be 1-63 characters of [A-Za-z0-9-_.]".into());
+    }
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() || prefix.len() > 253 {
+            return Err("label prefix must be a DNS subdomain".into());
+        }
+    }
+    Ok(())
+}
+
+/// Parses a memory quantity (`"256Mi"`, `"1Gi"`, `"500M"`, `"1048576"`) into
+/// bytes. Rejects zero and values below 4 MiB.
+pub fn parse_memory_bytes(text: &str) -> Result<u64, String> {
+    const SUFFIXES: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("K", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    let (digits, unit) = SUFFIXES
+        .iter()
+        .find_map(|(s, m)| text.strip_suffix(s).map(|d| (d, *m)))
+        .unwrap_or((text, 1));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a memory quantity like \"256Mi\" or \"1Gi\""))?;
+    let bytes = n
+        .checked_mul(unit)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes < 4 << 20 {
+        return Err(format!("{text:?} is below the 4Mi minimum"));
+    }
+    Ok(bytes)
+}
+
+/// Parses a CPU quantity (`"500m"`, `"2"`, `"1.5"`) into millicores. Rejects
+/// zero and more than 1024 cores.
+pub fn parse_cpu_millis(text: &str) -> Result<u64, String> {
+    let millis = if let Some(m) = text.strip_suffix('m') {
+        m.parse::<u64>().ok()
+    } else {
+        text.parse::<f64>()
+            .ok()
+            .filter(|c| c.is_finite() && *c >= 0.0)
+            .map(|c| (c * 1000.0).round() as u64)
+    };
+    match millis {
+        None => Err(format!("{text:?} is not a CPU quantity like \"500m\" or \"1.5\"")),
+        Some(0) => Err("must be more than zero".into()),
+        Some(m) if m > 1_024_000 => Err(format!("{text:?} is more than 1024 cores")),
+        Some(m) => Ok(m),
+    }
+}
