@@ -56,9 +56,7 @@ pub enum Error {
         reason: String,
     },
     /// A compare-and-swap write found a different version than expected.
-    #[error(
-        "write to {key} conflicted: expected {expected}, found {found}; re-read and retry"
-    )]
+    #[error("write to {key} conflicted: expected {expected}, found {found}; re-read and retry")]
     VersionConflict {
         /// The record key (`collection/key`).
         key: String,

@@ -17,8 +17,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod controller;
 pub mod error;
+pub mod lifecycle;
 pub mod ports;
+pub mod probe;
 pub mod secret;
 pub mod spec;
 pub mod state;
@@ -28,10 +31,15 @@ pub mod testing;
 pub mod time;
 
 pub use error::{Error, ErrorKind, Result};
+pub use lifecycle::{
+    ApplyOutcome, InstanceStatus, Lifecycle, LifecycleBuilder, LifecycleConfig, LifecycleEvent,
+    LifecycleEventKind, ResyncReport, ServerStatus, Wait,
+};
 pub use ports::{
     ImageResolver, InstanceId, InstanceObservation, InstanceSpec, Orchestrator, SecretSource,
     StopMode, Store,
 };
+pub use probe::{ProbeOutcome, ProbeTarget, Prober};
 pub use secret::SecretValue;
 pub use spec::{Limits, ServerSpec, Source, Transport, ValidationError};
 pub use store::InMemoryStore;

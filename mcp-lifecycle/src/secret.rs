@@ -52,7 +52,10 @@ mod tests {
     fn debug_is_redacted() {
         let s = SecretValue::new("canary-1b7e-do-not-print");
         assert_eq!(format!("{s:?}"), REDACTED);
-        assert_eq!(format!("{:#?}", vec![s.clone()]).matches("canary").count(), 0);
+        assert_eq!(
+            format!("{:#?}", vec![s.clone()]).matches("canary").count(),
+            0
+        );
         assert_eq!(s.expose(), "canary-1b7e-do-not-print");
     }
 }

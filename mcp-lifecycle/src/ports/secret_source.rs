@@ -70,7 +70,12 @@ impl EnvSecretSource {
     /// The variable name a reference maps to.
     pub fn variable_for(&self, reference: &SecretRef) -> String {
         let norm = |s: &str| s.to_ascii_uppercase().replace(['-', '.'], "_");
-        format!("{}{}_{}", self.prefix, norm(&reference.name), norm(&reference.key))
+        format!(
+            "{}{}_{}",
+            self.prefix,
+            norm(&reference.name),
+            norm(&reference.key)
+        )
     }
 }
 

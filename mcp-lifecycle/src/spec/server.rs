@@ -94,7 +94,12 @@ impl ServerSpec {
     /// Parses a spec from YAML. Unknown fields are rejected. The result is not
     /// yet validated: call [`ServerSpec::validate`].
     pub fn from_yaml(text: &str) -> Result<Self> {
-        serde_norway::from_str(text).map_err(|e| Error::invalid("server spec YAML", e.to_string()))
+        from_yaml_str(text).map_err(|e| Error::invalid("server spec YAML", e))
+    }
+
+    /// Writes the spec as YAML that [`ServerSpec::from_yaml`] reads back.
+    pub fn to_yaml(&self) -> Result<String> {
+        to_yaml_string(self).map_err(|e| Error::invalid("server spec", e))
     }
 
     /// Parses a spec from JSON. Unknown fields are rejected. The result is not
@@ -115,10 +120,29 @@ impl ServerSpec {
             labels: &self.labels,
         };
         // Serializing plain data to JSON cannot fail; fall back to Debug to stay total.
-        let bytes = serde_json::to_vec(&shape).unwrap_or_else(|_| format!("{shape:?}").into_bytes());
+        let bytes =
+            serde_json::to_vec(&shape).unwrap_or_else(|_| format!("{shape:?}").into_bytes());
         let digest = Sha256::digest(&bytes);
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// Parses YAML where enums are written as one-key maps (`source: {image: …}`),
+/// the same shape serde gives them in JSON, rather than as YAML `!tags`.
+pub(crate) fn from_yaml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_norway::with::singleton_map_recursive::deserialize(serde_norway::Deserializer::from_str(
+        text,
+    ))
+    .map_err(|e| e.to_string())
+}
+
+/// Writes YAML in the shape [`ServerSpec::from_yaml`] reads.
+pub(crate) fn to_yaml_string<T: Serialize>(value: &T) -> Result<String, String> {
+    let mut out = Vec::new();
+    let mut ser = serde_norway::Serializer::new(&mut out);
+    serde_norway::with::singleton_map_recursive::serialize(value, &mut ser)
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(out).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Serialize)]

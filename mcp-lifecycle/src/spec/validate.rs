@@ -108,7 +108,10 @@ impl ServerSpec {
                     c.reject("source.command.program", "must not be empty");
                 }
                 if cmd.program.contains('\0') || cmd.args.iter().any(|a| a.contains('\0')) {
-                    c.reject("source.command", "program and arguments must not contain NUL");
+                    c.reject(
+                        "source.command",
+                        "program and arguments must not contain NUL",
+                    );
                 }
             }
         }
@@ -121,7 +124,10 @@ impl ServerSpec {
                     "sse"
                 };
                 if *port == 0 {
-                    c.reject(format!("transport.{kind}.port"), "must be between 1 and 65535");
+                    c.reject(
+                        format!("transport.{kind}.port"),
+                        "must be between 1 and 65535",
+                    );
                 }
                 if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
                     c.reject(
@@ -171,8 +177,20 @@ impl ServerSpec {
             }
         }
         let h = &self.health;
-        check_duration(&mut c, "health.interval", h.interval, Duration::from_secs(1), limits);
-        check_duration(&mut c, "health.timeout", h.timeout, Duration::from_millis(100), limits);
+        check_duration(
+            &mut c,
+            "health.interval",
+            h.interval,
+            Duration::from_secs(1),
+            limits,
+        );
+        check_duration(
+            &mut c,
+            "health.timeout",
+            h.timeout,
+            Duration::from_millis(100),
+            limits,
+        );
         check_duration(
             &mut c,
             "health.startup_timeout",
@@ -200,7 +218,10 @@ impl ServerSpec {
             if let Err(reason) = check_label_key(key) {
                 c.reject(format!("labels.{key}"), reason);
             } else if value.len() > 63 || value.contains(['\0', '\n']) {
-                c.reject(format!("labels.{key}"), "value must be at most 63 characters, one line");
+                c.reject(
+                    format!("labels.{key}"),
+                    "value must be at most 63 characters, one line",
+                );
             }
         }
         if c.errors.is_empty() {
@@ -349,7 +370,9 @@ pub fn parse_cpu_millis(text: &str) -> Result<u64, String> {
             .map(|c| (c * 1000.0).round() as u64)
     };
     match millis {
-        None => Err(format!("{text:?} is not a CPU quantity like \"500m\" or \"1.5\"")),
+        None => Err(format!(
+            "{text:?} is not a CPU quantity like \"500m\" or \"1.5\""
+        )),
         Some(0) => Err("must be more than zero".into()),
         Some(m) if m > 1_024_000 => Err(format!("{text:?} is more than 1024 cores")),
         Some(m) => Ok(m),

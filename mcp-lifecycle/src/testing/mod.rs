@@ -1,7 +1,19 @@
 //! Test fakes and conformance suites, for this crate's tests, for host
 //! applications' tests, and for backend authors (feature `testing`).
+//!
+//! - [`FakeOrchestrator`]: an in-memory runtime with scripted faults.
+//! - [`FakeResolver`]: an in-memory registry sharing an [`ImageCatalog`].
+//! - [`FakeProber`]: scripted probe results.
+//! - [`store_conformance`] and [`orchestrator_conformance`]: the suites every
+//!   store and every backend must pass.
 
 pub mod fake_orchestrator;
+pub mod fake_prober;
 pub mod fake_resolver;
 pub mod orchestrator_conformance;
 pub mod store_conformance;
+
+pub use fake_orchestrator::{CallCounts, CallKind, FakeOrchestrator, ImageCatalog};
+pub use fake_prober::FakeProber;
+pub use fake_resolver::{FakeResolver, fake_digest};
+pub use orchestrator_conformance::ConformanceFixture;

@@ -1,0 +1,340 @@
+//! The controller: the tasks that carry out what the state machines decide.
+//!
+//! One task per server runs reconcile passes one at a time (a server's work
+//! is serialized); a semaphore bounds how many servers reconcile at once. A
+//! pump turns the runtime's event stream into kicks; a resync task lists
+//! every workload periodically. The controller holds no decision of its own:
+//! `state::` decides, this module performs.
+
+mod reconcile;
+mod runtime_view;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::error::Result;
+use crate::lifecycle::config::LifecycleConfig;
+use crate::lifecycle::records::{InstanceRecord, ServerRecord, Versioned};
+use crate::lifecycle::status::{LifecycleEvent, LifecycleEventKind, ServerStatus};
+use crate::ports::{InstanceId, Orchestrator, SecretSource, StopMode, Store, labels};
+use crate::probe::Prober;
+use crate::state::{Freshness, ServerPhase};
+use crate::time::{Clock, Timestamp};
+
+pub(crate) use reconcile::PassOutcome;
+pub(crate) use runtime_view::RuntimeView;
+
+/// Everything the controller's tasks share.
+pub(crate) struct Shared {
+    pub(crate) orchestrator: Arc<dyn Orchestrator>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) secrets: Arc<dyn SecretSource>,
+    pub(crate) prober: Arc<dyn Prober>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: LifecycleConfig,
+    pub(crate) events: broadcast::Sender<LifecycleEvent>,
+    pub(crate) servers: RwLock<HashMap<String, Arc<ServerSlot>>>,
+    pub(crate) runtime: RuntimeView,
+    pub(crate) permits: Semaphore,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+/// One server's place in the controller.
+pub(crate) struct ServerSlot {
+    pub(crate) name: String,
+    pub(crate) kick: Notify,
+    pub(crate) state: tokio::sync::Mutex<ServerState>,
+    pub(crate) snapshot: watch::Sender<Option<ServerStatus>>,
+}
+
+/// What the controller knows of one server; guarded by the slot's lock.
+pub(crate) struct ServerState {
+    /// `None` once deleted.
+    pub(crate) record: Option<Versioned<ServerRecord>>,
+    /// Whether `record` has changes not yet in the store.
+    pub(crate) record_dirty: bool,
+    pub(crate) instances: BTreeMap<InstanceId, TrackedInstance>,
+    pub(crate) next_probe: HashMap<InstanceId, Timestamp>,
+    pub(crate) events: VecDeque<LifecycleEvent>,
+    /// Consecutive passes with a failed runtime or store call.
+    pub(crate) error_streak: u32,
+    /// How removals stop instances; `stop(name, Force)` sets Force.
+    pub(crate) stop_mode: StopMode,
+    pub(crate) phase: Option<ServerPhase>,
+    pub(crate) freshness: Freshness,
+}
+
+/// An instance record and whether it has unsaved changes.
+pub(crate) struct TrackedInstance {
+    pub(crate) record: Versioned<InstanceRecord>,
+    pub(crate) dirty: bool,
+}
+
+impl ServerState {
+    pub(crate) fn new(record: Option<Versioned<ServerRecord>>) -> Self {
+        ServerState {
+            record,
+            record_dirty: false,
+            instances: BTreeMap::new(),
+            next_probe: HashMap::new(),
+            events: VecDeque::new(),
+            error_streak: 0,
+            stop_mode: StopMode::Graceful,
+            phase: None,
+            freshness: Freshness::Unknown,
+        }
+    }
+
+    /// Records an event in the bounded history and broadcasts it.
+    pub(crate) fn push_event(
+        &mut self,
+        shared: &Shared,
+        server: &str,
+        instance: Option<&InstanceId>,
+        kind: LifecycleEventKind,
+        message: String,
+    ) {
+        let event = LifecycleEvent {
+            at: shared.clock.now(),
+            server: server.to_owned(),
+            instance: instance.cloned(),
+            kind,
+            message,
+        };
+        tracing::debug!(server, instance = ?instance.map(InstanceId::as_str), ?kind, "{}", event.message);
+        while self.events.len() >= shared.config.event_history.max(1) {
+            self.events.pop_front();
+        }
+        self.events.push_back(event.clone());
+        // No subscribers is fine.
+        let _ = shared.events.send(event);
+    }
+}
+
+impl Shared {
+    pub(crate) fn slot(&self, name: &str) -> Option<Arc<ServerSlot>> {
+        self.servers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub(crate) fn slots(&self) -> Vec<Arc<ServerSlot>> {
+        self.servers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The label selector for every workload this manager owns.
+    pub(crate) fn managed_selector(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(
+            labels::MANAGED_BY.to_owned(),
+            self.config.manager_name.clone(),
+        )])
+    }
+
+    /// Creates a slot (if missing) and starts its task.
+    pub(crate) fn ensure_slot(
+        self: &Arc<Self>,
+        name: &str,
+        state: ServerState,
+    ) -> (Arc<ServerSlot>, bool) {
+        let mut servers = self.servers.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = servers.get(name) {
+            return (existing.clone(), false);
+        }
+        let slot = Arc::new(ServerSlot {
+            name: name.to_owned(),
+            kick: Notify::new(),
+            state: tokio::sync::Mutex::new(state),
+            snapshot: watch::Sender::new(None),
+        });
+        servers.insert(name.to_owned(), slot.clone());
+        drop(servers);
+        let shared = self.clone();
+        let task_slot = slot.clone();
+        let span = tracing::info_span!("server", server = %name);
+        self.tasks
+            .spawn(async move { run_server(shared, task_slot).await }.instrument(span));
+        (slot, true)
+    }
+
+    fn remove_slot(&self, slot: &Arc<ServerSlot>) {
+        let mut servers = self.servers.write().unwrap_or_else(|e| e.into_inner());
+        if servers
+            .get(&slot.name)
+            .is_some_and(|current| Arc::ptr_eq(current, slot))
+        {
+            servers.remove(&slot.name);
+        }
+    }
+
+    /// Sleeps until `at` by this controller's clock, or forever if `None`.
+    async fn sleep_until(&self, at: Option<Timestamp>) {
+        match at {
+            Some(at) => {
+                let wait = at.saturating_since(self.clock.now());
+                tokio::time::sleep(wait).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A server's task: waits for a kick or its next wake-up, then runs a pass.
+async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
+    let mut wake: Option<Timestamp> = None;
+    loop {
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = slot.kick.notified() => {}
+            () = shared.sleep_until(wake) => {}
+        }
+        let Ok(permit) = shared.permits.acquire().await else {
+            return;
+        };
+        let outcome = reconcile::pass(&shared, &slot).await;
+        drop(permit);
+        match outcome {
+            PassOutcome::Deleted => {
+                shared.remove_slot(&slot);
+                return;
+            }
+            PassOutcome::WakeAt(at) => wake = at,
+        }
+    }
+}
+
+/// Reads the runtime's event stream: marks the instance for inspection and
+/// kicks its server. Resubscribes if the stream ends.
+pub(crate) async fn pump_runtime_events(shared: Arc<Shared>) {
+    loop {
+        let mut stream = shared.orchestrator.events();
+        loop {
+            let next = tokio::select! {
+                () = shared.cancel.cancelled() => return,
+                next = stream.next() => next,
+            };
+            let Some(event) = next else { break };
+            shared.runtime.mark_dirty(&event.server, &event.instance);
+            if let Some(slot) = shared.slot(&event.server) {
+                slot.kick.notify_one();
+            }
+        }
+        tracing::warn!("runtime event stream ended; resubscribing");
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Lists every managed workload periodically and reconciles everything.
+pub(crate) async fn run_resync(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(shared.config.resync_interval) => {}
+        }
+        if let Err(error) = resync(&shared).await {
+            tracing::warn!(%error, "periodic resync failed; will retry at the next interval");
+        }
+    }
+}
+
+/// What a resync did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResyncReport {
+    /// Servers reconciled.
+    pub servers: usize,
+    /// Workloads the runtime listed.
+    pub workloads: usize,
+    /// Workloads removed because no spec owns them.
+    pub orphans_removed: usize,
+}
+
+/// One list call, then a pass over every server, bounded in concurrency.
+pub(crate) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
+    let listed = shared.orchestrator.list(&shared.managed_selector()).await?;
+    let workloads = listed.len();
+    let known: HashSet<String> = shared
+        .servers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    let mut orphans = Vec::new();
+    let mut kept = Vec::new();
+    for obs in listed {
+        if known.contains(&obs.server) {
+            kept.push(obs);
+        } else {
+            orphans.push(obs);
+        }
+    }
+    shared.runtime.replace_all(kept);
+    let mut orphans_removed = 0;
+    for orphan in orphans {
+        match shared.orchestrator.remove(&orphan.id).await {
+            Ok(()) => {
+                orphans_removed += 1;
+                tracing::info!(server = %orphan.server, instance = %orphan.id, "removed a workload no spec owns");
+            }
+            Err(error) => {
+                tracing::warn!(server = %orphan.server, instance = %orphan.id, %error, "could not remove an orphaned workload; will retry at the next resync");
+            }
+        }
+    }
+    let slots = shared.slots();
+    let servers = slots.len();
+    let concurrency = shared.config.max_concurrent_reconciles.max(1);
+    futures::stream::iter(slots)
+        .for_each_concurrent(concurrency, |slot| {
+            let shared = shared.clone();
+            async move {
+                let span = tracing::info_span!("server", server = %slot.name);
+                if let PassOutcome::Deleted = reconcile::pass(&shared, &slot).instrument(span).await
+                {
+                    shared.remove_slot(&slot);
+                }
+                // Let the server's task recompute its next wake-up.
+                slot.kick.notify_one();
+            }
+        })
+        .await;
+    Ok(ResyncReport {
+        servers,
+        workloads,
+        orphans_removed,
+    })
+}
+
+/// Runs a pass now from the caller's task (host calls that must finish their
+/// work before returning: stop, delete).
+pub(crate) async fn reconcile_now(shared: &Arc<Shared>, slot: &Arc<ServerSlot>) -> PassOutcome {
+    let span = tracing::info_span!("server", server = %slot.name);
+    let outcome = reconcile::pass(shared, slot).instrument(span).await;
+    match outcome {
+        PassOutcome::Deleted => shared.remove_slot(slot),
+        PassOutcome::WakeAt(_) => slot.kick.notify_one(),
+    }
+    outcome
+}
+
+/// A server's status computed from its state now.
+pub(crate) fn status_now(shared: &Shared, name: &str, st: &ServerState) -> ServerStatus {
+    reconcile::status_of(shared, name, st, shared.clock.now())
+}

@@ -1,0 +1,677 @@
+//! [`Lifecycle`]: the one type a host holds. It validates and stores what the
+//! host asks for, runs the controller's tasks, and answers with honest status.
+//!
+//! This module owns the host-facing API and its guarantees (validation,
+//! idempotence, waiting); it makes no lifecycle decision itself.
+
+pub(crate) mod config;
+pub(crate) mod records;
+pub(crate) mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::controller::{self, PassOutcome, RuntimeView, ServerState, Shared, TrackedInstance};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ports::{
+    InstanceId, InstanceObservation, Orchestrator, SecretSource, StaticSecretSource, StopMode,
+    Store,
+};
+use crate::probe::Prober;
+use crate::spec::{ServerSpec, UpdatePolicy, ValidationError};
+use crate::state::ServerPhase;
+use crate::store::InMemoryStore;
+use crate::time::{Clock, SystemClock};
+
+pub use crate::controller::ResyncReport;
+pub use config::LifecycleConfig;
+pub use records::{INSTANCES, InstanceRecord, SERVERS, ServerRecord};
+pub use status::{InstanceStatus, LifecycleEvent, LifecycleEventKind, ServerStatus};
+
+/// Whether [`Lifecycle::start`] waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Return once the start is recorded.
+    No,
+    /// Return once every desired instance is ready, or fail with
+    /// [`ErrorKind::Timeout`] after this long.
+    UntilReady(Duration),
+}
+
+/// What [`Lifecycle::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// A new server.
+    Created,
+    /// An existing server's spec changed; its instances are replaced rolling.
+    Updated,
+    /// The spec was already in force.
+    Unchanged,
+}
+
+/// Builds a [`Lifecycle`].
+pub struct LifecycleBuilder {
+    orchestrator: Option<Arc<dyn Orchestrator>>,
+    store: Option<Arc<dyn Store>>,
+    secrets: Option<Arc<dyn SecretSource>>,
+    prober: Option<Arc<dyn Prober>>,
+    clock: Option<Arc<dyn Clock>>,
+    config: LifecycleConfig,
+}
+
+impl LifecycleBuilder {
+    /// The runtime backend. Required.
+    pub fn orchestrator(mut self, orchestrator: Arc<dyn Orchestrator>) -> Self {
+        self.orchestrator = Some(orchestrator);
+        self
+    }
+
+    /// Where state lives. Default: a fresh [`InMemoryStore`].
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Where secret references resolve. Default: an empty source, so any
+    /// secret reference fails to start (loudly) until one is given.
+    pub fn secrets(mut self, secrets: Arc<dyn SecretSource>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// How instances are probed. Required.
+    pub fn prober(mut self, prober: Arc<dyn Prober>) -> Self {
+        self.prober = Some(prober);
+        self
+    }
+
+    /// Where time is read. Default: [`SystemClock`]; tests under paused tokio
+    /// time use [`crate::TokioClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Host-wide settings.
+    pub fn config(mut self, config: LifecycleConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Loads state from the store, lists the runtime's workloads, adopts what
+    /// belongs to known servers, removes what no spec owns, and starts the
+    /// controller. Must run inside a tokio runtime.
+    pub async fn build(self) -> Result<Lifecycle> {
+        let orchestrator = self
+            .orchestrator
+            .ok_or_else(|| Error::invalid("lifecycle builder", "an orchestrator is required"))?;
+        let prober = self
+            .prober
+            .ok_or_else(|| Error::invalid("lifecycle builder", "a prober is required"))?;
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            orchestrator,
+            store: self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new())),
+            secrets: self
+                .secrets
+                .unwrap_or_else(|| Arc::new(StaticSecretSource::new())),
+            prober,
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            permits: Semaphore::new(self.config.max_concurrent_reconciles.max(1)),
+            config: self.config,
+            events,
+            servers: RwLock::new(HashMap::new()),
+            runtime: RuntimeView::default(),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        // Subscribe before listing, so nothing that happens in between is missed.
+        let stream = shared.orchestrator.events();
+        let mut states = load_states(&shared).await?;
+        let listed = list_with_retry(&shared).await?;
+        let mut orphans = Vec::new();
+        let mut kept = Vec::new();
+        for obs in listed {
+            if states.contains_key(&obs.server) {
+                kept.push(obs);
+            } else {
+                orphans.push(obs);
+            }
+        }
+        shared.runtime.replace_all(kept);
+        for orphan in orphans {
+            if let Err(error) = shared.orchestrator.remove(&orphan.id).await {
+                tracing::warn!(server = %orphan.server, instance = %orphan.id, %error,
+                    "could not remove a workload no spec owns; the next resync retries");
+            }
+        }
+        for (name, state) in states.drain() {
+            let (slot, _) = shared.ensure_slot(&name, state);
+            slot.kick.notify_one();
+        }
+        let pump = shared.clone();
+        shared.tasks.spawn(async move {
+            drop(stream);
+            controller::pump_runtime_events(pump).await;
+        });
+        shared.tasks.spawn(controller::run_resync(shared.clone()));
+        Ok(Lifecycle { shared })
+    }
+}
+
+/// Loads server and instance records; instance records whose server is gone
+/// are deleted after their workloads (the resync removes those).
+async fn load_states(shared: &Arc<Shared>) -> Result<HashMap<String, ServerState>> {
+    let store = shared.store.as_ref();
+    let mut states: HashMap<String, ServerState> = HashMap::new();
+    for (name, record) in records::load_all::<ServerRecord>(store, SERVERS).await? {
+        states.insert(name, ServerState::new(Some(record)));
+    }
+    for (key, record) in records::load_all::<InstanceRecord>(store, INSTANCES).await? {
+        match states.get_mut(&record.value.server) {
+            Some(state) => {
+                state.instances.insert(
+                    record.value.id.clone(),
+                    TrackedInstance {
+                        record,
+                        dirty: false,
+                    },
+                );
+            }
+            None => {
+                let id = record.value.id.clone();
+                match shared.orchestrator.remove(&id).await {
+                    Ok(()) => records::remove(store, INSTANCES, &key).await?,
+                    Err(error) => tracing::warn!(instance = %id, %error,
+                        "could not remove the workload of a deleted server; the next start retries"),
+                }
+            }
+        }
+    }
+    Ok(states)
+}
+
+async fn list_with_retry(shared: &Arc<Shared>) -> Result<Vec<InstanceObservation>> {
+    let selector = shared.managed_selector();
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 0;
+    loop {
+        match shared.orchestrator.list(&selector).await {
+            Ok(listed) => return Ok(listed),
+            Err(error) if attempt < 5 && error.kind() != ErrorKind::Invalid => {
+                attempt += 1;
+                tracing::warn!(%error, attempt, "listing workloads failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Runs MCP servers for a host and keeps them honest.
+///
+/// Cheap to share behind an `Arc`; every method takes `&self`. Dropping it
+/// stops the controller and leaves workloads running, so the next
+/// `Lifecycle` on the same store adopts them; [`Lifecycle::shutdown`]
+/// stops them first.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> mcp_lifecycle::Result<()> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use mcp_lifecycle::{Lifecycle, ServerSpec, Source, Wait};
+/// use mcp_lifecycle::testing::{FakeOrchestrator, FakeProber, ImageCatalog, fake_digest};
+///
+/// let catalog = ImageCatalog::new();
+/// catalog.push("registry.local/echo:1", fake_digest("echo-v1"));
+/// let runtime = FakeOrchestrator::builder().with_catalog(catalog).build();
+/// let lifecycle = Lifecycle::builder()
+///     .orchestrator(Arc::new(runtime))
+///     .prober(Arc::new(FakeProber::new()))
+///     .build()
+///     .await?;
+///
+/// let mut spec = ServerSpec::new("echo", Source::Image("registry.local/echo:1".into()));
+/// spec.replicas = 2;
+/// lifecycle.apply(spec).await?;
+/// let status = lifecycle.start("echo", Wait::UntilReady(Duration::from_secs(10))).await?;
+/// assert_eq!(status.ready, 2);
+/// lifecycle.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Lifecycle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycle")
+            .field("backend", &self.shared.orchestrator.backend())
+            .field("servers", &self.shared.slots().len())
+            .finish()
+    }
+}
+
+impl Lifecycle {
+    /// Starts building a lifecycle manager.
+    pub fn builder() -> LifecycleBuilder {
+        LifecycleBuilder {
+            orchestrator: None,
+            store: None,
+            secrets: None,
+            prober: None,
+            clock: None,
+            config: LifecycleConfig::default(),
+        }
+    }
+
+    /// The host-wide settings in force.
+    pub fn config(&self) -> &LifecycleConfig {
+        &self.shared.config
+    }
+
+    fn ensure_running(&self) -> Result<()> {
+        if self.shared.cancel.is_cancelled() {
+            Err(Error::ShutDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn slot(&self, name: &str) -> Result<Arc<controller::ServerSlot>> {
+        self.shared
+            .slot(name)
+            .ok_or_else(|| Error::not_found(format!("server {name:?}")))
+    }
+
+    /// Creates or updates a server. Validates first; an unchanged spec is a
+    /// no-op. A changed spec replaces instances one at a time, each new one
+    /// ready before an old one goes.
+    pub async fn apply(&self, spec: ServerSpec) -> Result<ApplyOutcome> {
+        self.ensure_running()?;
+        spec.validate(&self.shared.config.limits)?;
+        let name = spec.name.clone();
+        let store = self.shared.store.as_ref();
+        loop {
+            if let Some(slot) = self.shared.slot(&name) {
+                let mut st = slot.state.lock().await;
+                let Some(record) = st.record.as_mut() else {
+                    // Being deleted: wait for the removal to finish, then create.
+                    drop(st);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                if record.value.spec == spec {
+                    return Ok(ApplyOutcome::Unchanged);
+                }
+                let mut updated = record.clone();
+                if updated.value.spec.source != spec.source {
+                    updated.value.rollout_image = None;
+                }
+                updated.value.spec = spec;
+                updated.value.applied_at = self.shared.clock.now();
+                records::save(store, SERVERS, &name, &mut updated, None).await?;
+                *record = updated;
+                st.push_event(
+                    &self.shared,
+                    &name,
+                    None,
+                    LifecycleEventKind::Applied,
+                    "spec updated".into(),
+                );
+                drop(st);
+                slot.kick.notify_one();
+                return Ok(ApplyOutcome::Updated);
+            }
+            let mut record = records::Versioned {
+                value: ServerRecord {
+                    spec: spec.clone(),
+                    stopped: false,
+                    next_ordinal: 0,
+                    rollout_image: None,
+                    applied_at: self.shared.clock.now(),
+                },
+                version: None,
+            };
+            match records::save(store, SERVERS, &name, &mut record, None).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    // Left behind by a crash, or written by another host:
+                    // adopt the stored record and update it.
+                    if let Some(existing) =
+                        records::load::<ServerRecord>(store, SERVERS, &name).await?
+                    {
+                        self.shared
+                            .ensure_slot(&name, ServerState::new(Some(existing)));
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+            let mut state = ServerState::new(Some(record));
+            state.push_event(
+                &self.shared,
+                &name,
+                None,
+                LifecycleEventKind::Applied,
+                "spec created".into(),
+            );
+            let (slot, created) = self.shared.ensure_slot(&name, state);
+            if !created {
+                continue;
+            }
+            slot.kick.notify_one();
+            return Ok(ApplyOutcome::Created);
+        }
+    }
+
+    /// Deletes a server: stops and removes every instance, then its records.
+    /// Deleting a server that does not exist succeeds.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        self.ensure_running()?;
+        let Some(slot) = self.shared.slot(name) else {
+            return Ok(());
+        };
+        {
+            let mut st = slot.state.lock().await;
+            if st.record.is_some() {
+                records::remove(self.shared.store.as_ref(), SERVERS, name).await?;
+                st.record = None;
+                st.push_event(
+                    &self.shared,
+                    name,
+                    None,
+                    LifecycleEventKind::Deleted,
+                    "deleted".into(),
+                );
+            }
+        }
+        match controller::reconcile_now(&self.shared, &slot).await {
+            PassOutcome::Deleted => Ok(()),
+            PassOutcome::WakeAt(_) => Err(Error::unavailable(
+                format!("removal of server {name:?}"),
+                "some workloads could not be removed yet; the controller keeps retrying",
+            )),
+        }
+    }
+
+    /// The status of every server, by name.
+    pub async fn list(&self) -> Vec<ServerStatus> {
+        let mut slots = self.shared.slots();
+        slots.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            if let Some(status) = self.snapshot(&slot).await {
+                out.push(status);
+            }
+        }
+        out
+    }
+
+    async fn snapshot(&self, slot: &controller::ServerSlot) -> Option<ServerStatus> {
+        if let Some(status) = slot.snapshot.borrow().clone() {
+            return Some(status);
+        }
+        let st = slot.state.lock().await;
+        st.record.as_ref()?;
+        Some(controller::status_now(&self.shared, &slot.name, &st))
+    }
+
+    /// One server's status: the snapshot taken after its latest pass.
+    pub async fn status(&self, name: &str) -> Result<ServerStatus> {
+        let slot = self.slot(name)?;
+        self.snapshot(&slot)
+            .await
+            .ok_or_else(|| Error::not_found(format!("server {name:?}")))
+    }
+
+    /// Starts a server that was stopped (or scaled to 0, which then runs one
+    /// instance), and optionally waits until every desired instance is ready.
+    /// Starting a running server changes nothing; a failed instance keeps its
+    /// backoff (a start never resets a crash loop).
+    pub async fn start(&self, name: &str, wait: Wait) -> Result<ServerStatus> {
+        self.ensure_running()?;
+        let slot = self.slot(name)?;
+        self.update_record(&slot, |r| {
+            let changed = r.stopped || r.spec.replicas == 0;
+            r.stopped = false;
+            r.spec.replicas = r.spec.replicas.max(1);
+            changed
+        })
+        .await?;
+        slot.kick.notify_one();
+        match wait {
+            Wait::No => self.status(name).await,
+            Wait::UntilReady(timeout) => self.wait_ready(name, timeout).await,
+        }
+    }
+
+    /// Stops every instance of a server and keeps its spec. Graceful stops
+    /// wait up to the spec's grace period; forced ones kill at once. Returns
+    /// when the instances are gone (or a runtime call failed and is retried).
+    pub async fn stop(&self, name: &str, mode: StopMode) -> Result<ServerStatus> {
+        self.ensure_running()?;
+        let slot = self.slot(name)?;
+        {
+            let mut st = slot.state.lock().await;
+            st.stop_mode = mode;
+        }
+        self.update_record(&slot, |r| !std::mem::replace(&mut r.stopped, true))
+            .await?;
+        controller::reconcile_now(&self.shared, &slot).await;
+        self.status(name).await
+    }
+
+    /// Sets the desired replica count. 0 stops the server (phase Stopped).
+    pub async fn scale(&self, name: &str, replicas: u32) -> Result<()> {
+        self.ensure_running()?;
+        let max = self.shared.config.limits.max_replicas;
+        if replicas > max {
+            return Err(ValidationError::single(
+                name,
+                "replicas",
+                format!("{replicas} is outside 0..={max} (the host's maximum)"),
+            )
+            .into());
+        }
+        let slot = self.slot(name)?;
+        self.update_record(&slot, |r| {
+            let changed = r.spec.replicas != replicas || r.stopped;
+            r.spec.replicas = replicas;
+            r.stopped = false;
+            changed
+        })
+        .await?;
+        slot.kick.notify_one();
+        Ok(())
+    }
+
+    /// Turns image update checks and automatic reinstalls on or off.
+    pub async fn set_update_policy(&self, name: &str, policy: UpdatePolicy) -> Result<()> {
+        self.ensure_running()?;
+        let slot = self.slot(name)?;
+        self.update_record(&slot, |r| {
+            let changed = r.spec.update != policy;
+            r.spec.update = policy;
+            changed
+        })
+        .await
+    }
+
+    /// Waits until every desired instance is ready (or, at desired 0, until
+    /// the server is stopped). Fails with [`ErrorKind::Timeout`] naming the
+    /// phase and the last failure reason.
+    pub async fn wait_ready(&self, name: &str, timeout: Duration) -> Result<ServerStatus> {
+        let slot = self.slot(name)?;
+        let mut rx = slot.snapshot.subscribe();
+        let settled = |s: &ServerStatus| match s.desired {
+            0 => s.phase == ServerPhase::Stopped,
+            _ => s.phase == ServerPhase::Running,
+        };
+        let wait = async {
+            loop {
+                if let Some(status) = rx.borrow_and_update().clone() {
+                    if settled(&status) {
+                        return Ok(status);
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(Error::not_found(format!("server {name:?}")));
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => {
+                let detail = match self.status(name).await {
+                    Ok(s) => {
+                        let reason = s
+                            .instances
+                            .iter()
+                            .find_map(|i| i.reason.clone())
+                            .map(|r| format!("; last failure: {r}"))
+                            .unwrap_or_default();
+                        format!(
+                            "{} ({}/{} ready{reason})",
+                            s.phase.name(),
+                            s.ready,
+                            s.desired
+                        )
+                    }
+                    Err(e) => e.to_string(),
+                };
+                Err(Error::Timeout {
+                    what: format!("server {name:?} to become ready; it is {detail}"),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// A stream of lifecycle events. A subscriber that falls more than 1024
+    /// events behind loses the oldest (and is told so by the receiver).
+    pub fn subscribe(&self) -> broadcast::Receiver<LifecycleEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Lists every workload once and reconciles every server now, waiting for
+    /// the passes to finish. The controller also does this on its own every
+    /// `resync_interval`.
+    pub async fn resync(&self) -> Result<ResyncReport> {
+        self.ensure_running()?;
+        controller::resync(&self.shared).await
+    }
+
+    /// Stops every server's instances (gracefully), then the controller. The
+    /// store keeps every spec, so the next `Lifecycle` starts them again.
+    pub async fn shutdown(self) -> Result<()> {
+        let mut failures = Vec::new();
+        for slot in self.shared.slots() {
+            let mut st = slot.state.lock().await;
+            st.stop_mode = StopMode::Graceful;
+            let ids: Vec<InstanceId> = st.instances.keys().cloned().collect();
+            let grace = st
+                .record
+                .as_ref()
+                .map_or(Duration::from_secs(10), |r| r.value.spec.stop_grace_period);
+            for id in ids {
+                self.shared.prober.forget(&id);
+                let stopped = match self
+                    .shared
+                    .orchestrator
+                    .stop(&id, StopMode::Graceful, grace)
+                    .await
+                {
+                    Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+                    _ => self.shared.orchestrator.remove(&id).await,
+                };
+                match stopped {
+                    Ok(()) => {
+                        // The record stays: the next host restarts it in place.
+                        if let Some(t) = st.instances.get_mut(&id) {
+                            t.record.value.state = crate::state::InstanceState::new();
+                            let _ = records::save(
+                                self.shared.store.as_ref(),
+                                INSTANCES,
+                                id.as_str(),
+                                &mut t.record,
+                                None,
+                            )
+                            .await;
+                        }
+                    }
+                    Err(e) => failures.push(format!("{id}: {e}")),
+                }
+            }
+        }
+        self.detach().await;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::unavailable(
+                "shutdown",
+                format!(
+                    "some instances could not be stopped: {}",
+                    failures.join("; ")
+                ),
+            ))
+        }
+    }
+
+    /// Stops the controller and leaves every workload running, for the next
+    /// `Lifecycle` on the same store to adopt. Waits for the tasks to end.
+    pub async fn detach(self) {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+
+    async fn update_record(
+        &self,
+        slot: &controller::ServerSlot,
+        change: impl FnOnce(&mut ServerRecord) -> bool,
+    ) -> Result<()> {
+        let mut st = slot.state.lock().await;
+        let Some(record) = st.record.as_mut() else {
+            return Err(Error::not_found(format!("server {:?}", slot.name)));
+        };
+        let mut updated = record.clone();
+        if !change(&mut updated.value) {
+            return Ok(());
+        }
+        records::save(
+            self.shared.store.as_ref(),
+            SERVERS,
+            &slot.name,
+            &mut updated,
+            None,
+        )
+        .await?;
+        let desired = updated.value.desired();
+        *record = updated;
+        st.push_event(
+            &self.shared,
+            &slot.name,
+            None,
+            LifecycleEventKind::DesiredChanged,
+            format!("desired instances: {desired}"),
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Lifecycle {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+    }
+}

@@ -1,0 +1,142 @@
+//! What hosts read: [`ServerStatus`] per server and the [`LifecycleEvent`]s
+//! streamed by [`crate::Lifecycle::subscribe`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ports::InstanceId;
+use crate::state::{Freshness, ServerPhase};
+use crate::time::Timestamp;
+
+/// One server's status: a consistent snapshot taken after its last
+/// reconcile pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// The server's name.
+    pub name: String,
+    /// Its derived phase.
+    pub phase: ServerPhase,
+    /// How many instances should be ready.
+    pub desired: u32,
+    /// How many are ready.
+    pub ready: u32,
+    /// How many are pending or starting.
+    pub starting: u32,
+    /// How many are unhealthy.
+    pub unhealthy: u32,
+    /// How many have failed and wait for their retry.
+    pub failed: u32,
+    /// Whether the host stopped it.
+    pub stopped: bool,
+    /// The configured image (or command line).
+    pub configured_source: String,
+    /// The image being rolled out, pinned by digest, if any.
+    pub rollout_image: Option<String>,
+    /// Distinct image digests reported by ready instances.
+    pub running_digests: Vec<String>,
+    /// Image freshness.
+    pub freshness: Freshness,
+    /// Every instance.
+    pub instances: Vec<InstanceStatus>,
+    /// The most recent events, oldest first (bounded).
+    pub recent_events: Vec<LifecycleEvent>,
+    /// When this snapshot was taken.
+    pub observed_at: Timestamp,
+}
+
+/// One instance's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// Its id.
+    pub id: InstanceId,
+    /// Its phase name (`pending`, `starting`, `ready`, `unhealthy`, `failed`, `stopping`, `stopped`).
+    pub phase: String,
+    /// Why it is failed or unhealthy, or the last failure after recovery.
+    pub reason: Option<String>,
+    /// Consecutive failed attempts.
+    pub attempt: u32,
+    /// When a failed instance is retried.
+    pub next_retry_at: Option<Timestamp>,
+    /// The image digest it runs, if known.
+    pub image_digest: Option<String>,
+    /// Whether it runs the current spec.
+    pub current: bool,
+}
+
+/// Something that happened to a server or instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    /// When.
+    pub at: Timestamp,
+    /// The server.
+    pub server: String,
+    /// The instance, if the event is about one.
+    pub instance: Option<InstanceId>,
+    /// What happened.
+    pub kind: LifecycleEventKind,
+    /// A human-readable account (names secret references, never values).
+    pub message: String,
+}
+
+/// Kinds of [`LifecycleEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleEventKind {
+    /// A spec was created or changed.
+    Applied,
+    /// A server was deleted.
+    Deleted,
+    /// The host started, stopped or scaled a server.
+    DesiredChanged,
+    /// An instance was created.
+    InstanceCreated,
+    /// An instance changed phase.
+    InstancePhaseChanged,
+    /// An instance was removed.
+    InstanceRemoved,
+    /// The server's phase changed.
+    PhaseChanged,
+    /// An orphaned workload (no spec owns it) was removed, or one was adopted.
+    Adopted,
+    /// A runtime call failed; it will be retried.
+    RuntimeError,
+    /// Image freshness changed.
+    FreshnessChanged,
+}
+
+impl fmt::Display for LifecycleEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.instance {
+            Some(id) => write!(f, "{} {} {}: {}", self.at, self.server, id, self.message),
+            None => write!(f, "{} {}: {}", self.at, self.server, self.message),
+        }
+    }
+}
+
+impl ServerStatus {
+    /// A compact multi-line table, for CLIs and examples.
+    pub fn to_table(&self) -> String {
+        let mut out = format!(
+            "{:<20} {:<9} ready {}/{}  starting {}  unhealthy {}  failed {}  image {}\n",
+            self.name,
+            self.phase.name(),
+            self.ready,
+            self.desired,
+            self.starting,
+            self.unhealthy,
+            self.failed,
+            self.freshness.name(),
+        );
+        for i in &self.instances {
+            out.push_str(&format!(
+                "  {:<24} {:<10} attempt {:<2} {}\n",
+                i.id.as_str(),
+                i.phase,
+                i.attempt,
+                i.reason.as_deref().unwrap_or("")
+            ));
+        }
+        out
+    }
+}
