@@ -198,15 +198,24 @@ async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
     let mut wake: Option<Timestamp> = None;
     loop {
         tokio::select! {
+            biased;
             () = shared.cancel.cancelled() => return,
             () = slot.kick.notified() => {}
             () = shared.sleep_until(wake) => {}
         }
-        let Ok(permit) = shared.permits.acquire().await else {
-            return;
+        // A host that goes away mid-pass stops at the next await, like a
+        // crash: the store and the runtime must make that safe.
+        let outcome = tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            outcome = async {
+                let _permit = shared.permits.acquire().await.ok()?;
+                Some(reconcile::pass(&shared, &slot).await)
+            } => match outcome {
+                Some(outcome) => outcome,
+                None => return,
+            },
         };
-        let outcome = reconcile::pass(&shared, &slot).await;
-        drop(permit);
         match outcome {
             PassOutcome::Deleted => {
                 shared.remove_slot(&slot);
@@ -224,6 +233,7 @@ pub(crate) async fn pump_runtime_events(shared: Arc<Shared>) {
         let mut stream = shared.orchestrator.events();
         loop {
             let next = tokio::select! {
+                biased;
                 () = shared.cancel.cancelled() => return,
                 next = stream.next() => next,
             };

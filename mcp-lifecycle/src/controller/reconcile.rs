@@ -81,8 +81,9 @@ struct Pass<'a> {
 impl Pass<'_> {
     async fn run(&mut self, st: &mut ServerState) -> PassOutcome {
         self.refresh_dirty().await;
-        let Some(record) = st.record.as_ref().map(|r| r.value.clone()) else {
-            return self.remove_everything(st).await;
+        let record = match st.record.as_ref() {
+            Some(r) if !r.value.deleting => r.value.clone(),
+            _ => return self.remove_everything(st).await,
         };
         let policy = InstancePolicy {
             backoff: self.shared.config.backoff.clone(),
@@ -372,11 +373,16 @@ impl Pass<'_> {
                 }
             }
         }
-        // Instances left in Stopping by an earlier failed call are retried.
+        // Instances on their way out (stopped, but a remove call failed) are retried.
         let stopping: Vec<InstanceId> = st
             .instances
             .values()
-            .filter(|t| matches!(t.record.value.state.phase, InstancePhase::Stopping { .. }))
+            .filter(|t| {
+                matches!(
+                    t.record.value.state.phase,
+                    InstancePhase::Stopping { .. } | InstancePhase::Stopped
+                )
+            })
             .map(|t| t.record.value.id.clone())
             .collect();
         for id in stopping {
@@ -661,6 +667,16 @@ impl Pass<'_> {
                 .await;
         }
         if self.errors == 0 && st.instances.is_empty() {
+            if st.record.is_some() {
+                if let Err(error) =
+                    records::remove(self.shared.store.as_ref(), SERVERS, self.name).await
+                {
+                    self.store_error(st, "deleting the server record", &error);
+                    st.error_streak = st.error_streak.saturating_add(1);
+                    return PassOutcome::WakeAt(Some(self.now + error_backoff(st.error_streak)));
+                }
+                st.record = None;
+            }
             self.shared.runtime.forget_server(self.name);
             PassOutcome::Deleted
         } else {

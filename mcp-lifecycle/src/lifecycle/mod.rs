@@ -172,7 +172,7 @@ async fn load_states(shared: &Arc<Shared>) -> Result<HashMap<String, ServerState
     for (name, record) in records::load_all::<ServerRecord>(store, SERVERS).await? {
         states.insert(name, ServerState::new(Some(record)));
     }
-    for (key, record) in records::load_all::<InstanceRecord>(store, INSTANCES).await? {
+    for (_, record) in records::load_all::<InstanceRecord>(store, INSTANCES).await? {
         match states.get_mut(&record.value.server) {
             Some(state) => {
                 state.instances.insert(
@@ -184,12 +184,19 @@ async fn load_states(shared: &Arc<Shared>) -> Result<HashMap<String, ServerState
                 );
             }
             None => {
-                let id = record.value.id.clone();
-                match shared.orchestrator.remove(&id).await {
-                    Ok(()) => records::remove(store, INSTANCES, &key).await?,
-                    Err(error) => tracing::warn!(instance = %id, %error,
-                        "could not remove the workload of a deleted server; the next start retries"),
-                }
+                // Its server is gone: a slot with no record removes the
+                // workload, and keeps retrying until it is gone.
+                states
+                    .entry(record.value.server.clone())
+                    .or_insert_with(|| ServerState::new(None))
+                    .instances
+                    .insert(
+                        record.value.id.clone(),
+                        TrackedInstance {
+                            record,
+                            dirty: false,
+                        },
+                    );
             }
         }
     }
@@ -300,13 +307,22 @@ impl Lifecycle {
         spec.validate(&self.shared.config.limits)?;
         let name = spec.name.clone();
         let store = self.shared.store.as_ref();
+        let started = self.shared.clock.now();
         loop {
             if let Some(slot) = self.shared.slot(&name) {
                 let mut st = slot.state.lock().await;
-                let Some(record) = st.record.as_mut() else {
-                    // Being deleted: wait for the removal to finish, then create.
+                let Some(record) = st.record.as_mut().filter(|r| !r.value.deleting) else {
+                    // Being deleted: let the removal finish (retrying now), then create.
                     drop(st);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    slot.kick.notify_one();
+                    let waited = self.shared.clock.now().saturating_since(started);
+                    if waited > Duration::from_secs(30) {
+                        return Err(Error::unavailable(
+                            format!("server {name:?}"),
+                            "it is still being deleted (its workloads could not all be removed yet); apply again later",
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
                 if record.value.spec == spec {
@@ -327,6 +343,7 @@ impl Lifecycle {
                     LifecycleEventKind::Applied,
                     "spec updated".into(),
                 );
+                publish(&self.shared, &slot, &st);
                 drop(st);
                 slot.kick.notify_one();
                 return Ok(ApplyOutcome::Updated);
@@ -338,6 +355,7 @@ impl Lifecycle {
                     next_ordinal: 0,
                     rollout_image: None,
                     applied_at: self.shared.clock.now(),
+                    deleting: false,
                 },
                 version: None,
             };
@@ -369,6 +387,7 @@ impl Lifecycle {
             if !created {
                 continue;
             }
+            publish(&self.shared, &slot, &*slot.state.lock().await);
             slot.kick.notify_one();
             return Ok(ApplyOutcome::Created);
         }
@@ -383,9 +402,11 @@ impl Lifecycle {
         };
         {
             let mut st = slot.state.lock().await;
-            if st.record.is_some() {
-                records::remove(self.shared.store.as_ref(), SERVERS, name).await?;
-                st.record = None;
+            if let Some(record) = st.record.as_mut().filter(|r| !r.value.deleting) {
+                let mut marked = record.clone();
+                marked.value.deleting = true;
+                records::save(self.shared.store.as_ref(), SERVERS, name, &mut marked, None).await?;
+                *record = marked;
                 st.push_event(
                     &self.shared,
                     name,
@@ -418,11 +439,16 @@ impl Lifecycle {
     }
 
     async fn snapshot(&self, slot: &controller::ServerSlot) -> Option<ServerStatus> {
+        let st = slot.state.lock().await;
+        // A server being deleted is gone from the host's point of view.
+        if st.record.as_ref().is_none_or(|r| r.value.deleting) {
+            return None;
+        }
+        drop(st);
         if let Some(status) = slot.snapshot.borrow().clone() {
             return Some(status);
         }
         let st = slot.state.lock().await;
-        st.record.as_ref()?;
         Some(controller::status_now(&self.shared, &slot.name, &st))
     }
 
@@ -641,7 +667,7 @@ impl Lifecycle {
         change: impl FnOnce(&mut ServerRecord) -> bool,
     ) -> Result<()> {
         let mut st = slot.state.lock().await;
-        let Some(record) = st.record.as_mut() else {
+        let Some(record) = st.record.as_mut().filter(|r| !r.value.deleting) else {
             return Err(Error::not_found(format!("server {:?}", slot.name)));
         };
         let mut updated = record.clone();
@@ -665,8 +691,16 @@ impl Lifecycle {
             LifecycleEventKind::DesiredChanged,
             format!("desired instances: {desired}"),
         );
+        publish(&self.shared, slot, &st);
         Ok(())
     }
+}
+
+/// Publishes a status computed now, so a host call that changed the desired
+/// state is never answered (or waited on) with a snapshot from before it.
+fn publish(shared: &Shared, slot: &controller::ServerSlot, st: &ServerState) {
+    slot.snapshot
+        .send_replace(Some(controller::status_now(shared, &slot.name, st)));
 }
 
 impl Drop for Lifecycle {

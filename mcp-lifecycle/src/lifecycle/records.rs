@@ -27,12 +27,20 @@ pub struct ServerRecord {
     pub rollout_image: Option<String>,
     /// When the spec was last applied.
     pub applied_at: Timestamp,
+    /// Deleted by the host; the record goes once every workload is removed,
+    /// so a deletion interrupted by a host restart is finished by the next host.
+    #[serde(default)]
+    pub deleting: bool,
 }
 
 impl ServerRecord {
     /// How many instances should be ready now.
     pub fn desired(&self) -> u32 {
-        if self.stopped { 0 } else { self.spec.replicas }
+        if self.stopped || self.deleting {
+            0
+        } else {
+            self.spec.replicas
+        }
     }
 
     /// The source new instances run: the rollout digest if one is set.

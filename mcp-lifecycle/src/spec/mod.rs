@@ -7,9 +7,10 @@
 mod server;
 mod validate;
 
+#[cfg(test)]
+pub(crate) use server::from_yaml_str;
 pub use server::{
     Command, EnvEntry, EnvSource, HealthSpec, LivenessCheck, ReadinessCall, Resources, SecretRef,
     ServerSpec, Source, Transport, UpdatePolicy,
 };
-pub(crate) use server::{from_yaml_str, to_yaml_string};
 pub use validate::{FieldError, Limits, ValidationError, parse_cpu_millis, parse_memory_bytes};
