@@ -14,8 +14,26 @@
 //! - [`store`]: [`InMemoryStore`] and, with feature `redb`, the durable `RedbStore`.
 //! - `testing` (feature `testing`): fakes with fault injection and the
 //!   conformance suites every store and backend must pass.
+//! - [`Lifecycle`]: the front door. A host builds one with an orchestrator,
+//!   a prober and a store, then calls `apply`, `start`, `status`, `scale`,
+//!   `stop` and `delete`; see its documentation for a complete example, and
+//!   `examples/quickstart.rs` for a program that runs.
+//!
+//! ## Features
+//!
+//! - `redb` (default): the durable [`RedbStore`].
+//! - `testing`: [`testing`] fakes and conformance suites.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::print_stdout,
+        clippy::print_stderr
+    )
+)]
 
 mod controller;
 pub mod error;
@@ -46,3 +64,8 @@ pub use store::InMemoryStore;
 #[cfg(feature = "redb")]
 pub use store::RedbStore;
 pub use time::{Clock, SystemClock, Timestamp, TokioClock};
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[cfg(all(doctest, feature = "testing", feature = "redb"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -620,11 +620,12 @@ impl Pass<'_> {
                 self.store_error(st, "adopting a workload", &error);
                 continue;
             }
-            if let Some(server) = st.record.as_mut() {
-                if ordinal != u64::MAX && server.value.next_ordinal <= ordinal {
-                    server.value.next_ordinal = ordinal + 1;
-                    st.record_dirty = true;
-                }
+            if let Some(server) = st.record.as_mut()
+                && ordinal != u64::MAX
+                && server.value.next_ordinal <= ordinal
+            {
+                server.value.next_ordinal = ordinal + 1;
+                st.record_dirty = true;
             }
             st.next_probe.insert(obs.id.clone(), self.now);
             st.instances.insert(
@@ -688,15 +689,15 @@ impl Pass<'_> {
     /// Writes every changed record. A failed write is kept dirty and retried.
     async fn persist(&mut self, st: &mut ServerState) {
         let store = self.shared.store.clone();
-        if st.record_dirty {
-            if let Some(server) = st.record.as_mut() {
-                match records::save(store.as_ref(), SERVERS, self.name, server, None).await {
-                    Ok(()) => st.record_dirty = false,
-                    Err(error) => {
-                        let e = error.to_string();
-                        self.errors += 1;
-                        tracing::warn!(error = %e, "saving the server record failed; will retry");
-                    }
+        if st.record_dirty
+            && let Some(server) = st.record.as_mut()
+        {
+            match records::save(store.as_ref(), SERVERS, self.name, server, None).await {
+                Ok(()) => st.record_dirty = false,
+                Err(error) => {
+                    let e = error.to_string();
+                    self.errors += 1;
+                    tracing::warn!(error = %e, "saving the server record failed; will retry");
                 }
             }
         }
@@ -771,10 +772,10 @@ impl Pass<'_> {
                 }
                 _ => {}
             }
-            if state.phase.may_be_running() {
-                if let Some(at) = st.next_probe.get(id) {
-                    consider(*at);
-                }
+            if state.phase.may_be_running()
+                && let Some(at) = st.next_probe.get(id)
+            {
+                consider(*at);
             }
         }
         // Nothing scheduled: the next resync or event wakes the server.

@@ -90,14 +90,14 @@ impl RuntimeView {
 
     pub(crate) fn set_exited(&self, server: &str, id: &InstanceId) {
         self.with(|s| {
-            if let Some(obs) = s.get_mut(server).and_then(|v| v.observed.get_mut(id)) {
-                if obs.status == RuntimeStatus::Running {
-                    obs.status = RuntimeStatus::Exited {
-                        code: None,
-                        oom_killed: false,
-                        reason: Some("stopped by the controller".into()),
-                    };
-                }
+            if let Some(obs) = s.get_mut(server).and_then(|v| v.observed.get_mut(id))
+                && obs.status == RuntimeStatus::Running
+            {
+                obs.status = RuntimeStatus::Exited {
+                    code: None,
+                    oom_killed: false,
+                    reason: Some("stopped by the controller".into()),
+                };
             }
         });
     }

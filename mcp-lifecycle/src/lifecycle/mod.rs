@@ -228,7 +228,9 @@ async fn list_with_retry(shared: &Arc<Shared>) -> Result<Vec<InstanceObservation
 /// `Lifecycle` on the same store adopts them; [`Lifecycle::shutdown`]
 /// stops them first.
 ///
-/// ```
+/// This example uses the in-process fakes of feature `testing`:
+#[cfg_attr(feature = "testing", doc = "```")]
+#[cfg_attr(not(feature = "testing"), doc = "```ignore")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> mcp_lifecycle::Result<()> {
 /// use std::sync::Arc;
@@ -545,10 +547,10 @@ impl Lifecycle {
         };
         let wait = async {
             loop {
-                if let Some(status) = rx.borrow_and_update().clone() {
-                    if settled(&status) {
-                        return Ok(status);
-                    }
+                if let Some(status) = rx.borrow_and_update().clone()
+                    && settled(&status)
+                {
+                    return Ok(status);
                 }
                 if rx.changed().await.is_err() {
                     return Err(Error::not_found(format!("server {name:?}")));

@@ -118,7 +118,7 @@ impl ServerStatus {
     /// A compact multi-line table, for CLIs and examples.
     pub fn to_table(&self) -> String {
         let mut out = format!(
-            "{:<20} {:<9} ready {}/{}  starting {}  unhealthy {}  failed {}  image {}\n",
+            "{:<20} {:<9} ready {}/{}  starting {}  unhealthy {}  failed {}\n  source {}  digests [{}]  freshness {}\n",
             self.name,
             self.phase.name(),
             self.ready,
@@ -126,15 +126,22 @@ impl ServerStatus {
             self.starting,
             self.unhealthy,
             self.failed,
+            self.configured_source,
+            self.running_digests.join(", "),
             self.freshness.name(),
         );
         for i in &self.instances {
+            let reason = match (i.phase.as_str(), &i.reason) {
+                (_, None) => String::new(),
+                ("failed" | "unhealthy", Some(r)) => r.clone(),
+                (_, Some(r)) => format!("(last failure: {r})"),
+            };
             out.push_str(&format!(
                 "  {:<24} {:<10} attempt {:<2} {}\n",
                 i.id.as_str(),
                 i.phase,
                 i.attempt,
-                i.reason.as_deref().unwrap_or("")
+                reason
             ));
         }
         out
