@@ -107,10 +107,13 @@ impl ServerSpec {
                 if cmd.program.trim().is_empty() {
                     c.reject("source.command.program", "must not be empty");
                 }
-                if cmd.program.contains('\0') || cmd.args.iter().any(|a| a.contains('\0')) {
+                if cmd.program.contains('\0')
+                    || cmd.args.iter().any(|a| a.contains('\0'))
+                    || cmd.working_dir.as_ref().is_some_and(|d| d.contains('\0'))
+                {
                     c.reject(
                         "source.command",
-                        "program and arguments must not contain NUL",
+                        "program, arguments and working directory must not contain NUL",
                     );
                 }
             }
@@ -166,15 +169,15 @@ impl ServerSpec {
                 ),
             );
         }
-        if let Some(memory) = &self.resources.memory {
-            if let Err(reason) = parse_memory_bytes(memory) {
-                c.reject("resources.memory", reason);
-            }
+        if let Some(memory) = &self.resources.memory
+            && let Err(reason) = parse_memory_bytes(memory)
+        {
+            c.reject("resources.memory", reason);
         }
-        if let Some(cpu) = &self.resources.cpu {
-            if let Err(reason) = parse_cpu_millis(cpu) {
-                c.reject("resources.cpu", reason);
-            }
+        if let Some(cpu) = &self.resources.cpu
+            && let Err(reason) = parse_cpu_millis(cpu)
+        {
+            c.reject("resources.cpu", reason);
         }
         let h = &self.health;
         check_duration(
@@ -198,13 +201,6 @@ impl ServerSpec {
             Duration::from_millis(100),
             limits,
         );
-        check_duration(
-            &mut c,
-            "stop_grace_period",
-            self.stop_grace_period,
-            Duration::ZERO,
-            limits,
-        );
         if h.failure_threshold == 0 || h.failure_threshold > 100 {
             c.reject("health.failure_threshold", "must be between 1 and 100");
         }
@@ -224,6 +220,13 @@ impl ServerSpec {
                 );
             }
         }
+        check_duration(
+            &mut c,
+            "stop_grace_period",
+            self.stop_grace_period,
+            Duration::ZERO,
+            limits,
+        );
         if c.errors.is_empty() {
             Ok(())
         } else {
@@ -264,9 +267,6 @@ pub(crate) fn check_rfc1123_label(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
     }
-    if name.len() > 63 {
-        return Err(format!("is {} characters; at most 63 allowed", name.len()));
-    }
     if let Some(bad) = name
         .chars()
         .find(|ch| !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || *ch == '-'))
@@ -274,6 +274,10 @@ pub(crate) fn check_rfc1123_label(name: &str) -> Result<(), String> {
         return Err(format!(
             "{bad:?} is not allowed: use lowercase ASCII letters, digits and '-' (RFC 1123 label)"
         ));
+    }
+    // All ASCII from here, so bytes are characters.
+    if name.len() > 63 {
+        return Err(format!("is {} characters; at most 63 allowed", name.len()));
     }
     if name.starts_with('-') || name.ends_with('-') {
         return Err("must start and end with a letter or digit (RFC 1123 label)".into());
@@ -288,10 +292,23 @@ fn check_image_reference(image: &str) -> Result<(), String> {
     if image.trim() != image {
         return Err("must not have surrounding whitespace".into());
     }
-    image
+    let reference = image
         .parse::<oci_spec::distribution::Reference>()
-        .map(|_| ())
-        .map_err(|e| format!("{image:?} is not a valid image reference: {e}"))
+        .map_err(|e| format!("{image:?} is not a valid image reference: {e}"))?;
+    // The reference grammar lets a first component with uppercase letters
+    // match as a registry host; oci-spec then takes one without '.' or ':'
+    // as part of a Docker Hub repository path without checking its case, so
+    // `UPPER/case:tag` would pass as repository `UPPER/case`. Docker rejects it.
+    if reference
+        .repository()
+        .chars()
+        .any(|c| c.is_ascii_uppercase())
+    {
+        return Err(format!(
+            "{image:?} is not a valid image reference: repository name must be lowercase"
+        ));
+    }
+    Ok(())
 }
 
 fn check_env_key(key: &str) -> Result<(), String> {
@@ -321,22 +338,26 @@ fn check_label_key(key: &str) -> Result<(), String> {
     {
         return Err("label name must be 1-63 characters of [A-Za-z0-9-_.]".into());
     }
-    if let Some(prefix) = prefix {
-        if prefix.is_empty() || prefix.len() > 253 {
-            return Err("label prefix must be a DNS subdomain".into());
-        }
+    if let Some(prefix) = prefix
+        && (prefix.len() > 253 || prefix.split('.').any(|l| check_rfc1123_label(l).is_err()))
+    {
+        return Err(
+            "label prefix must be a DNS subdomain (dot-separated lowercase RFC 1123 labels)".into(),
+        );
     }
     Ok(())
 }
 
-/// Parses a memory quantity (`"256Mi"`, `"1Gi"`, `"500M"`, `"1048576"`) into
-/// bytes. Rejects zero and values below 4 MiB.
+/// Parses a memory quantity (`"256Mi"`, `"1Gi"`, `"500M"`, `"8192k"`,
+/// `"1048576"`) into bytes. Rejects zero and values below 4 MiB. Kilo is `k`
+/// as in Kubernetes; `K` is accepted too.
 pub fn parse_memory_bytes(text: &str) -> Result<u64, String> {
-    const SUFFIXES: [(&str, u64); 8] = [
+    const SUFFIXES: [(&str, u64); 9] = [
         ("Ki", 1 << 10),
         ("Mi", 1 << 20),
         ("Gi", 1 << 30),
         ("Ti", 1 << 40),
+        ("k", 1_000),
         ("K", 1_000),
         ("M", 1_000_000),
         ("G", 1_000_000_000),
