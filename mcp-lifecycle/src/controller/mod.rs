@@ -23,7 +23,9 @@ use crate::error::Result;
 use crate::lifecycle::config::LifecycleConfig;
 use crate::lifecycle::records::{InstanceRecord, ServerRecord, Versioned};
 use crate::lifecycle::status::{LifecycleEvent, LifecycleEventKind, ServerStatus};
-use crate::ports::{InstanceId, Orchestrator, SecretSource, StopMode, Store, labels};
+use crate::ports::{
+    InstanceId, Orchestrator, RuntimeEventKind, SecretSource, StopMode, Store, labels,
+};
 use crate::probe::Prober;
 use crate::state::{Freshness, ServerPhase};
 use crate::time::{Clock, Timestamp};
@@ -50,7 +52,12 @@ pub(crate) struct Shared {
 /// One server's place in the controller.
 pub(crate) struct ServerSlot {
     pub(crate) name: String,
+    /// Run a pass now.
     pub(crate) kick: Notify,
+    /// A pass ran elsewhere (resync, a host call): re-read `wake`, no pass needed.
+    pub(crate) rescheduled: Notify,
+    /// When the server next needs a pass, as its latest pass decided.
+    pub(crate) wake: std::sync::Mutex<Option<Timestamp>>,
     pub(crate) state: tokio::sync::Mutex<ServerState>,
     pub(crate) snapshot: watch::Sender<Option<ServerStatus>>,
 }
@@ -158,6 +165,8 @@ impl Shared {
         let slot = Arc::new(ServerSlot {
             name: name.to_owned(),
             kick: Notify::new(),
+            rescheduled: Notify::new(),
+            wake: std::sync::Mutex::new(None),
             state: tokio::sync::Mutex::new(state),
             snapshot: watch::Sender::new(None),
         });
@@ -195,13 +204,17 @@ impl Shared {
 
 /// A server's task: waits for a kick or its next wake-up, then runs a pass.
 async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
-    let mut wake: Option<Timestamp> = None;
     loop {
-        tokio::select! {
+        let wake = *slot.wake.lock().unwrap_or_else(|e| e.into_inner());
+        let run = tokio::select! {
             biased;
             () = shared.cancel.cancelled() => return,
-            () = slot.kick.notified() => {}
-            () = shared.sleep_until(wake) => {}
+            () = slot.kick.notified() => true,
+            () = slot.rescheduled.notified() => false,
+            () = shared.sleep_until(wake) => true,
+        };
+        if !run {
+            continue;
         }
         // A host that goes away mid-pass stops at the next await, like a
         // crash: the store and the runtime must make that safe.
@@ -216,12 +229,9 @@ async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
                 None => return,
             },
         };
-        match outcome {
-            PassOutcome::Deleted => {
-                shared.remove_slot(&slot);
-                return;
-            }
-            PassOutcome::WakeAt(at) => wake = at,
+        if let PassOutcome::Deleted = outcome {
+            shared.remove_slot(&slot);
+            return;
         }
     }
 }
@@ -238,6 +248,12 @@ pub(crate) async fn pump_runtime_events(shared: Arc<Shared>) {
                 next = stream.next() => next,
             };
             let Some(event) = next else { break };
+            // Starts are the controller's own doing (runtimes here never
+            // restart a workload by themselves), and their result is already
+            // recorded; exits and removals are news.
+            if event.kind == RuntimeEventKind::Started {
+                continue;
+            }
             shared.runtime.mark_dirty(&event.server, &event.instance);
             if let Some(slot) = shared.slot(&event.server) {
                 slot.kick.notify_one();
@@ -320,8 +336,8 @@ pub(crate) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
                 {
                     shared.remove_slot(&slot);
                 }
-                // Let the server's task recompute its next wake-up.
-                slot.kick.notify_one();
+                // Let the server's task re-read its next wake-up.
+                slot.rescheduled.notify_one();
             }
         })
         .await;
@@ -339,12 +355,18 @@ pub(crate) async fn reconcile_now(shared: &Arc<Shared>, slot: &Arc<ServerSlot>) 
     let outcome = reconcile::pass(shared, slot).instrument(span).await;
     match outcome {
         PassOutcome::Deleted => shared.remove_slot(slot),
-        PassOutcome::WakeAt(_) => slot.kick.notify_one(),
+        PassOutcome::WakeAt(_) => slot.rescheduled.notify_one(),
     }
     outcome
 }
 
 /// A server's status computed from its state now.
 pub(crate) fn status_now(shared: &Shared, name: &str, st: &ServerState) -> ServerStatus {
-    reconcile::status_of(shared, name, st, shared.clock.now())
+    let hash = st
+        .record
+        .as_ref()
+        .map(|r| r.value.effective_hash())
+        .unwrap_or_default();
+    let observed = shared.runtime.snapshot(name);
+    reconcile::status_of(name, st, &hash, &observed, shared.clock.now())
 }

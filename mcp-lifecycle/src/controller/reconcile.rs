@@ -49,23 +49,33 @@ pub(crate) async fn pass(shared: &Arc<Shared>, slot: &ServerSlot) -> PassOutcome
         now: shared.clock.now(),
         errors: 0,
         again: false,
+        hash: st
+            .record
+            .as_ref()
+            .map(|r| r.value.effective_hash())
+            .unwrap_or_default(),
     };
     let outcome = p.run(&mut st).await;
-    if let PassOutcome::WakeAt(_) = outcome {
-        let status = status_of(shared, &slot.name, &st, p.now);
-        if st.phase != Some(status.phase) {
-            let message = format!("server is {}", status.phase.name());
-            st.phase = Some(status.phase);
+    if let PassOutcome::WakeAt(wake) = outcome {
+        *slot.wake.lock().unwrap_or_else(|e| e.into_inner()) = wake;
+        let desired = st.record.as_ref().map_or(0, |r| r.value.desired());
+        let phase = derive_phase(
+            desired,
+            st.instances.values().map(|t| &t.record.value.state.phase),
+        );
+        if st.phase != Some(phase) {
+            st.phase = Some(phase);
             st.push_event(
                 shared,
                 &slot.name,
                 None,
                 LifecycleEventKind::PhaseChanged,
-                message,
+                format!("server is {}", phase.name()),
             );
         }
-        slot.snapshot
-            .send_replace(Some(status_of(shared, &slot.name, &st, p.now)));
+        let observed = shared.runtime.snapshot(&slot.name);
+        let status = status_of(&slot.name, &st, &p.hash, &observed, p.now);
+        slot.snapshot.send_replace(Some(status));
     }
     outcome
 }
@@ -76,6 +86,8 @@ struct Pass<'a> {
     now: Timestamp,
     errors: u32,
     again: bool,
+    /// The workload hash of what new instances run (computed once a pass).
+    hash: String,
 }
 
 impl Pass<'_> {
@@ -208,7 +220,7 @@ impl Pass<'_> {
         let Some(record) = st.record.as_ref().map(|r| r.value.clone()) else {
             return;
         };
-        let hash = record.effective_hash();
+        let hash = self.hash.clone();
         let plan = {
             let views: Vec<ReplicaView<'_>> = st
                 .instances
@@ -588,7 +600,7 @@ impl Pass<'_> {
                 .rsplit_once('-')
                 .and_then(|(_, n)| n.parse::<u64>().ok())
                 .unwrap_or(u64::MAX);
-            let source = if obs.spec_hash == record.effective_hash() {
+            let source = if obs.spec_hash == self.hash {
                 record.effective_source()
             } else {
                 record.spec.source.clone()
@@ -791,9 +803,10 @@ fn error_backoff(streak: u32) -> Duration {
 
 /// Builds a server's status from its state.
 pub(crate) fn status_of(
-    shared: &Shared,
     name: &str,
     st: &ServerState,
+    hash: &str,
+    observed: &std::collections::BTreeMap<InstanceId, InstanceObservation>,
     now: Timestamp,
 ) -> ServerStatus {
     let record = st.record.as_ref().map(|r| &r.value);
@@ -802,8 +815,6 @@ pub(crate) fn status_of(
         desired,
         st.instances.values().map(|t| &t.record.value.state.phase),
     );
-    let hash = record.map(ServerRecord::effective_hash).unwrap_or_default();
-    let observed = shared.runtime.snapshot(name);
     let (mut ready, mut starting, mut unhealthy, mut failed) = (0, 0, 0, 0);
     let mut digests = BTreeSet::new();
     let instances = st
