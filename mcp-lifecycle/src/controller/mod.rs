@@ -24,7 +24,8 @@ use crate::lifecycle::config::LifecycleConfig;
 use crate::lifecycle::records::{InstanceRecord, ServerRecord, Versioned};
 use crate::lifecycle::status::{LifecycleEvent, LifecycleEventKind, ServerStatus};
 use crate::ports::{
-    InstanceId, Orchestrator, RuntimeEventKind, SecretSource, StopMode, Store, labels,
+    EventStream, InstanceId, InstanceObservation, Orchestrator, RuntimeEventKind, SecretSource,
+    StopMode, Store, labels,
 };
 use crate::probe::Prober;
 use crate::state::{Freshness, ServerPhase};
@@ -98,6 +99,26 @@ impl ServerState {
             phase: None,
             freshness: Freshness::Unknown,
         }
+    }
+
+    /// Starts tracking an instance whose record is already in the store.
+    pub(crate) fn track(
+        &mut self,
+        shared: &Shared,
+        record: Versioned<InstanceRecord>,
+        kind: LifecycleEventKind,
+        message: String,
+    ) {
+        let id = record.value.id.clone();
+        let server = record.value.server.clone();
+        self.instances.insert(
+            id.clone(),
+            TrackedInstance {
+                record,
+                dirty: false,
+            },
+        );
+        self.push_event(shared, &server, Some(&id), kind, message);
     }
 
     /// Records an event in the bounded history and broadcasts it.
@@ -238,9 +259,10 @@ async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
 
 /// Reads the runtime's event stream: marks the instance for inspection and
 /// kicks its server. Resubscribes if the stream ends.
-pub(crate) async fn pump_runtime_events(shared: Arc<Shared>) {
+pub(crate) async fn pump_runtime_events(shared: Arc<Shared>, first: EventStream) {
+    let mut first = Some(first);
     loop {
-        let mut stream = shared.orchestrator.events();
+        let mut stream = first.take().unwrap_or_else(|| shared.orchestrator.events());
         loop {
             let next = tokio::select! {
                 biased;
@@ -291,6 +313,32 @@ pub struct ResyncReport {
     pub orphans_removed: usize,
 }
 
+/// Replaces the runtime view with a listing and removes the workloads whose
+/// server is not `known` (no spec owns them). Returns how many were removed;
+/// a failed removal is retried at the next resync.
+pub(crate) async fn take_listing(
+    shared: &Shared,
+    listed: Vec<InstanceObservation>,
+    known: impl Fn(&str) -> bool,
+) -> usize {
+    let (kept, orphans): (Vec<_>, Vec<_>) = listed.into_iter().partition(|o| known(&o.server));
+    shared.runtime.replace_all(kept);
+    let mut removed = 0;
+    for orphan in orphans {
+        match shared.orchestrator.remove(&orphan.id).await {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(server = %orphan.server, instance = %orphan.id, "removed a workload no spec owns");
+            }
+            Err(error) => {
+                tracing::warn!(server = %orphan.server, instance = %orphan.id, %error,
+                    "could not remove a workload no spec owns; the next resync retries");
+            }
+        }
+    }
+    removed
+}
+
 /// One list call, then a pass over every server, bounded in concurrency.
 pub(crate) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
     let listed = shared.orchestrator.list(&shared.managed_selector()).await?;
@@ -302,28 +350,7 @@ pub(crate) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
         .keys()
         .cloned()
         .collect();
-    let mut orphans = Vec::new();
-    let mut kept = Vec::new();
-    for obs in listed {
-        if known.contains(&obs.server) {
-            kept.push(obs);
-        } else {
-            orphans.push(obs);
-        }
-    }
-    shared.runtime.replace_all(kept);
-    let mut orphans_removed = 0;
-    for orphan in orphans {
-        match shared.orchestrator.remove(&orphan.id).await {
-            Ok(()) => {
-                orphans_removed += 1;
-                tracing::info!(server = %orphan.server, instance = %orphan.id, "removed a workload no spec owns");
-            }
-            Err(error) => {
-                tracing::warn!(server = %orphan.server, instance = %orphan.id, %error, "could not remove an orphaned workload; will retry at the next resync");
-            }
-        }
-    }
+    let orphans_removed = take_listing(shared, listed, |server| known.contains(server)).await;
     let slots = shared.slots();
     let servers = slots.len();
     let concurrency = shared.config.max_concurrent_reconciles.max(1);

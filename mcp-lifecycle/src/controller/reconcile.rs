@@ -29,7 +29,7 @@ use crate::state::{
 };
 use crate::time::Timestamp;
 
-use super::{ServerSlot, ServerState, Shared, TrackedInstance};
+use super::{ServerSlot, ServerState, Shared};
 
 /// What a pass leaves for the server's task.
 pub(crate) enum PassOutcome {
@@ -302,17 +302,9 @@ impl Pass<'_> {
             .await
             {
                 Ok(()) => {
-                    st.instances.insert(
-                        id.clone(),
-                        TrackedInstance {
-                            record: versioned,
-                            dirty: false,
-                        },
-                    );
-                    st.push_event(
+                    st.track(
                         self.shared,
-                        self.name,
-                        Some(&id),
+                        versioned,
                         LifecycleEventKind::InstanceCreated,
                         format!("created instance {id}"),
                     );
@@ -640,17 +632,9 @@ impl Pass<'_> {
                 st.record_dirty = true;
             }
             st.next_probe.insert(obs.id.clone(), self.now);
-            st.instances.insert(
-                obs.id.clone(),
-                TrackedInstance {
-                    record: versioned,
-                    dirty: false,
-                },
-            );
-            st.push_event(
+            st.track(
                 self.shared,
-                self.name,
-                Some(&obs.id),
+                versioned,
                 LifecycleEventKind::Adopted,
                 format!("adopted running workload {}", obs.id),
             );

@@ -134,31 +134,15 @@ impl LifecycleBuilder {
         let stream = shared.orchestrator.events();
         let mut states = load_states(&shared).await?;
         let listed = list_with_retry(&shared).await?;
-        let mut orphans = Vec::new();
-        let mut kept = Vec::new();
-        for obs in listed {
-            if states.contains_key(&obs.server) {
-                kept.push(obs);
-            } else {
-                orphans.push(obs);
-            }
-        }
-        shared.runtime.replace_all(kept);
-        for orphan in orphans {
-            if let Err(error) = shared.orchestrator.remove(&orphan.id).await {
-                tracing::warn!(server = %orphan.server, instance = %orphan.id, %error,
-                    "could not remove a workload no spec owns; the next resync retries");
-            }
-        }
+        controller::take_listing(&shared, listed, |server| states.contains_key(server)).await;
         for (name, state) in states.drain() {
             let (slot, _) = shared.ensure_slot(&name, state);
             slot.kick.notify_one();
         }
         let pump = shared.clone();
-        shared.tasks.spawn(async move {
-            drop(stream);
-            controller::pump_runtime_events(pump).await;
-        });
+        shared
+            .tasks
+            .spawn(controller::pump_runtime_events(pump, stream));
         shared.tasks.spawn(controller::run_resync(shared.clone()));
         Ok(Lifecycle { shared })
     }

@@ -254,12 +254,17 @@ pub enum FreshnessAction {
     AbandonRollout,
 }
 
-/// The digest an image reference is pinned to, if any (`repo@sha256:…`).
+/// The digest an image reference is pinned to, if any: `repo@sha256:<64 hex>`
+/// (or `sha512:<128 hex>`).
 pub fn pinned_digest(image: &str) -> Option<&str> {
-    image
-        .rsplit_once('@')
-        .map(|(_, d)| d)
-        .filter(|d| d.starts_with("sha256:") || d.starts_with("sha512:"))
+    let (_, digest) = image.rsplit_once('@')?;
+    let (algorithm, hex) = digest.split_once(':')?;
+    let len = match algorithm {
+        "sha256" => 64,
+        "sha512" => 128,
+        _ => return None,
+    };
+    (hex.len() == len && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest)
 }
 
 impl Freshness {

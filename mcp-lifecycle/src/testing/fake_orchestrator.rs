@@ -111,13 +111,7 @@ impl fmt::Debug for ImageCatalog {
     }
 }
 
-/// The digest part of a reference pinned by digest (`repo@sha256:<64 hex>` →
-/// `sha256:<64 hex>`), or `None` if `reference` is not pinned.
-pub fn pinned_digest(reference: &str) -> Option<&str> {
-    let (_, digest) = reference.rsplit_once('@')?;
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest)
-}
+pub use crate::state::pinned_digest;
 
 /// A well-formed, deterministic digest (`sha256:<64 hex>`) named by `label`,
 /// for tests: `fake_digest("v1")` is always the same and differs from
