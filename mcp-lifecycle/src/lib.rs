@@ -22,6 +22,8 @@
 //! ## Features
 //!
 //! - `redb` (default): the durable [`RedbStore`].
+//! - `local` (default): [`LocalOrchestrator`], which runs servers as local
+//!   processes, one process group per instance.
 //! - `testing`: [`testing`] fakes and conformance suites.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -38,6 +40,9 @@
 mod controller;
 pub mod error;
 pub mod lifecycle;
+#[cfg(feature = "local")]
+pub mod local;
+pub mod mcp;
 pub mod ports;
 pub mod probe;
 pub mod secret;
@@ -50,9 +55,10 @@ pub mod time;
 
 pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::{
-    ApplyOutcome, InstanceStatus, Lifecycle, LifecycleBuilder, LifecycleConfig, LifecycleEvent,
-    LifecycleEventKind, ResyncReport, ServerStatus, Wait,
+    ApplyOutcome, HealthSummary, InstanceStatus, Lifecycle, LifecycleBuilder, LifecycleConfig,
+    LifecycleEvent, LifecycleEventKind, ResyncReport, ServerStatus, Wait,
 };
+pub use mcp::{McpPeer, McpProber, SessionPool};
 pub use ports::{
     ImageResolver, InstanceId, InstanceObservation, InstanceSpec, Orchestrator, SecretSource,
     StopMode, Store,
@@ -63,6 +69,8 @@ pub use spec::{Limits, ServerSpec, Source, Transport, ValidationError};
 pub use store::InMemoryStore;
 #[cfg(feature = "redb")]
 pub use store::RedbStore;
+#[cfg(feature = "local")]
+pub use local::LocalOrchestrator;
 pub use time::{Clock, SystemClock, Timestamp, TokioClock};
 
 /// The README's example, compiled as a doctest so it cannot rot.

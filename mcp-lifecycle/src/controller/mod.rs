@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) secrets: Arc<dyn SecretSource>,
     pub(crate) prober: Arc<dyn Prober>,
+    pub(crate) sessions: Arc<crate::mcp::SessionPool>,
+    pub(crate) tools_cache: crate::mcp::ToolsCache,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: LifecycleConfig,
     pub(crate) events: broadcast::Sender<LifecycleEvent>,
@@ -59,6 +61,10 @@ pub(crate) struct ServerSlot {
     pub(crate) rescheduled: Notify,
     /// When the server next needs a pass, as its latest pass decided.
     pub(crate) wake: std::sync::Mutex<Option<Timestamp>>,
+    /// Round-robin position for `Lifecycle::peer`.
+    pub(crate) next_peer: std::sync::atomic::AtomicUsize,
+    /// Bumped whenever the set of ready instances changes.
+    pub(crate) ready_generation: std::sync::atomic::AtomicU64,
     pub(crate) state: tokio::sync::Mutex<ServerState>,
     pub(crate) snapshot: watch::Sender<Option<ServerStatus>>,
 }
@@ -78,6 +84,8 @@ pub(crate) struct ServerState {
     pub(crate) stop_mode: StopMode,
     pub(crate) phase: Option<ServerPhase>,
     pub(crate) freshness: Freshness,
+    /// The ready instances after the last pass.
+    pub(crate) ready: Vec<InstanceId>,
 }
 
 /// An instance record and whether it has unsaved changes.
@@ -98,6 +106,7 @@ impl ServerState {
             stop_mode: StopMode::Graceful,
             phase: None,
             freshness: Freshness::Unknown,
+            ready: Vec::new(),
         }
     }
 
@@ -165,6 +174,12 @@ impl Shared {
             .collect()
     }
 
+    /// Drops every session kept for an instance that stopped running.
+    pub(crate) fn forget_sessions(&self, id: &InstanceId) {
+        self.prober.forget(id);
+        self.sessions.forget(id);
+    }
+
     /// The label selector for every workload this manager owns.
     pub(crate) fn managed_selector(&self) -> BTreeMap<String, String> {
         BTreeMap::from([(
@@ -188,6 +203,8 @@ impl Shared {
             kick: Notify::new(),
             rescheduled: Notify::new(),
             wake: std::sync::Mutex::new(None),
+            next_peer: std::sync::atomic::AtomicUsize::new(0),
+            ready_generation: std::sync::atomic::AtomicU64::new(0),
             state: tokio::sync::Mutex::new(state),
             snapshot: watch::Sender::new(None),
         });

@@ -73,6 +73,18 @@ pub(crate) async fn pass(shared: &Arc<Shared>, slot: &ServerSlot) -> PassOutcome
                 format!("server is {}", phase.name()),
             );
         }
+        let ready: Vec<InstanceId> = st
+            .instances
+            .values()
+            .filter(|t| matches!(t.record.value.state.phase, InstancePhase::Ready { .. }))
+            .map(|t| t.record.value.id.clone())
+            .collect();
+        if ready != st.ready {
+            st.ready = ready;
+            slot.ready_generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.tools_cache.forget(&slot.name);
+        }
         let observed = shared.runtime.snapshot(&slot.name);
         let status = status_of(&slot.name, &st, &p.hash, &observed, p.now);
         slot.snapshot.send_replace(Some(status));
@@ -182,6 +194,9 @@ impl Pass<'_> {
         };
         let before = tracked.record.value.state.clone();
         let (after, actions) = before.step(event, self.now, policy);
+        if before.phase.may_be_running() && !after.phase.may_be_running() {
+            self.shared.forget_sessions(id);
+        }
         if after != before {
             tracked.record.value.state = after.clone();
             tracked.dirty = true;
@@ -353,7 +368,7 @@ impl Pass<'_> {
                     self.feed(st, &id, &event, policy, &mut queue);
                 }
                 InstanceAction::Kill => {
-                    self.shared.prober.forget(&id);
+                    self.shared.forget_sessions(&id);
                     match orchestrator
                         .stop(&id, StopMode::Force, Duration::ZERO)
                         .await
@@ -406,7 +421,7 @@ impl Pass<'_> {
         grace: Duration,
     ) {
         let orchestrator = self.shared.orchestrator.clone();
-        self.shared.prober.forget(id);
+        self.shared.forget_sessions(id);
         match orchestrator.stop(id, mode, grace).await {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}

@@ -27,6 +27,10 @@ pub struct LifecycleConfig {
     pub event_history: usize,
     /// Image freshness checks and rollouts.
     pub freshness: FreshnessPolicy,
+    /// How long a server's `tools/list` answer is reused. Default: 30 s.
+    pub tools_cache_ttl: Duration,
+    /// How long a failed `tools/list` is remembered. Default: 5 s.
+    pub tools_cache_negative_ttl: Duration,
 }
 
 impl Default for LifecycleConfig {
@@ -40,6 +44,8 @@ impl Default for LifecycleConfig {
             startup_probe_interval: Duration::from_secs(1),
             event_history: 32,
             freshness: FreshnessPolicy::default(),
+            tools_cache_ttl: Duration::from_secs(30),
+            tools_cache_negative_ttl: Duration::from_secs(5),
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::controller::{self, PassOutcome, RuntimeView, ServerState, Shared, TrackedInstance};
 use crate::error::{Error, ErrorKind, Result};
+use crate::mcp::{McpPeer, McpProber, SessionPool, ToolsCache};
 use crate::ports::{
     InstanceId, InstanceObservation, Orchestrator, SecretSource, StaticSecretSource, StopMode,
     Store,
@@ -31,7 +32,7 @@ use crate::time::{Clock, SystemClock};
 pub use crate::controller::ResyncReport;
 pub use config::LifecycleConfig;
 pub use records::{INSTANCES, InstanceRecord, SERVERS, ServerRecord};
-pub use status::{InstanceStatus, LifecycleEvent, LifecycleEventKind, ServerStatus};
+pub use status::{HealthSummary, InstanceStatus, LifecycleEvent, LifecycleEventKind, ServerStatus};
 
 /// Whether [`Lifecycle::start`] waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +85,8 @@ impl LifecycleBuilder {
         self
     }
 
-    /// How instances are probed. Required.
+    /// How instances are probed. Default: [`McpProber`], which speaks MCP
+    /// over the same sessions [`Lifecycle::peer`] hands out.
     pub fn prober(mut self, prober: Arc<dyn Prober>) -> Self {
         self.prober = Some(prober);
         self
@@ -110,9 +112,10 @@ impl LifecycleBuilder {
         let orchestrator = self
             .orchestrator
             .ok_or_else(|| Error::invalid("lifecycle builder", "an orchestrator is required"))?;
+        let sessions = Arc::new(SessionPool::new());
         let prober = self
             .prober
-            .ok_or_else(|| Error::invalid("lifecycle builder", "a prober is required"))?;
+            .unwrap_or_else(|| Arc::new(McpProber::new(sessions.clone())));
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             orchestrator,
@@ -121,6 +124,11 @@ impl LifecycleBuilder {
                 .secrets
                 .unwrap_or_else(|| Arc::new(StaticSecretSource::new())),
             prober,
+            sessions,
+            tools_cache: ToolsCache::new(
+                self.config.tools_cache_ttl,
+                self.config.tools_cache_negative_ttl,
+            ),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             permits: Semaphore::new(self.config.max_concurrent_reconciles.max(1)),
             config: self.config,
@@ -569,6 +577,81 @@ impl Lifecycle {
         }
     }
 
+    /// A live MCP client to a ready instance of `name`, round-robin across
+    /// ready replicas. It uses the instance's one session, which the health
+    /// probes use too; it is safe to use from many tasks at once.
+    pub async fn peer(&self, name: &str) -> Result<McpPeer> {
+        self.ensure_running()?;
+        let slot = self.slot(name)?;
+        let ready = slot.state.lock().await.ready.clone();
+        if ready.is_empty() {
+            return Err(Error::unavailable(
+                format!("server {name:?}"),
+                "no instance is ready",
+            ));
+        }
+        let start = slot
+            .next_peer
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut last_error = None;
+        for k in 0..ready.len() {
+            let id = &ready[(start + k) % ready.len()];
+            match self
+                .shared
+                .sessions
+                .get_or_open(id, self.shared.orchestrator.as_ref())
+                .await
+            {
+                Ok(session) => return Ok(McpPeer::new(name, session)),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            Error::unavailable(format!("server {name:?}"), "no instance is ready")
+        }))
+    }
+
+    /// The server's tools, from a cache kept for `tools_cache_ttl` (failures
+    /// for `tools_cache_negative_ttl`) and dropped whenever the set of ready
+    /// instances changes.
+    pub async fn list_tools(&self, name: &str) -> Result<Arc<Vec<rmcp::model::Tool>>> {
+        use crate::mcp::tools_cache::Lookup;
+        let slot = self.slot(name)?;
+        let generation = slot
+            .ready_generation
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = self.shared.clock.now();
+        match self.shared.tools_cache.get(name, generation, now) {
+            Lookup::Hit(tools) => return Ok(tools),
+            Lookup::NegativeHit(reason) => {
+                return Err(Error::unavailable(
+                    format!("tools of server {name:?}"),
+                    reason,
+                ));
+            }
+            Lookup::Miss => {}
+        }
+        let listed = match self.peer(name).await {
+            Ok(peer) => peer.list_tools().await,
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok(tools) => {
+                let tools = Arc::new(tools);
+                self.shared
+                    .tools_cache
+                    .put_tools(name, generation, now, tools.clone());
+                Ok(tools)
+            }
+            Err(e) => {
+                self.shared
+                    .tools_cache
+                    .put_failure(name, generation, now, e.to_string());
+                Err(e)
+            }
+        }
+    }
+
     /// A stream of lifecycle events. A subscriber that falls more than 1024
     /// events behind loses the oldest (and is told so by the receiver).
     pub fn subscribe(&self) -> broadcast::Receiver<LifecycleEvent> {
@@ -596,7 +679,7 @@ impl Lifecycle {
                 .as_ref()
                 .map_or(Duration::from_secs(10), |r| r.value.spec.stop_grace_period);
             for id in ids {
-                self.shared.prober.forget(&id);
+                self.shared.forget_sessions(&id);
                 let stopped = match self
                     .shared
                     .orchestrator

@@ -114,7 +114,29 @@ impl fmt::Display for LifecycleEvent {
     }
 }
 
+/// A one-word health verdict for dashboards and gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthSummary {
+    /// Every desired instance is ready (or the server is stopped on purpose).
+    Healthy,
+    /// Some, not all, desired instances are ready.
+    Degraded,
+    /// Instances are wanted and none is ready.
+    Unhealthy,
+}
+
 impl ServerStatus {
+    /// Healthy, degraded or unhealthy, from the ready and desired counts.
+    pub fn health(&self) -> HealthSummary {
+        match (self.desired, self.ready) {
+            (0, _) => HealthSummary::Healthy,
+            (_, 0) => HealthSummary::Unhealthy,
+            (d, r) if r >= d && self.phase == ServerPhase::Running => HealthSummary::Healthy,
+            _ => HealthSummary::Degraded,
+        }
+    }
+
     /// A compact multi-line table, for CLIs and examples.
     pub fn to_table(&self) -> String {
         let mut out = format!(
