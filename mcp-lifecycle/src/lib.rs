@@ -58,6 +58,8 @@ pub use lifecycle::{
     ApplyOutcome, HealthSummary, InstanceStatus, Lifecycle, LifecycleBuilder, LifecycleConfig,
     LifecycleEvent, LifecycleEventKind, ResyncReport, ServerStatus, Wait,
 };
+#[cfg(feature = "local")]
+pub use local::LocalOrchestrator;
 pub use mcp::{McpPeer, McpProber, SessionPool};
 pub use ports::{
     ImageResolver, InstanceId, InstanceObservation, InstanceSpec, Orchestrator, SecretSource,
@@ -69,8 +71,6 @@ pub use spec::{Limits, ServerSpec, Source, Transport, ValidationError};
 pub use store::InMemoryStore;
 #[cfg(feature = "redb")]
 pub use store::RedbStore;
-#[cfg(feature = "local")]
-pub use local::LocalOrchestrator;
 pub use time::{Clock, SystemClock, Timestamp, TokioClock};
 
 /// The README's example, compiled as a doctest so it cannot rot.

@@ -1,31 +1,47 @@
 //! The sessions of every instance, opened on first use and dropped when the
 //! instance goes away or the connection dies.
+//!
+//! Opening (the MCP `initialize` handshake) can take longer than one probe's
+//! timeout: a server may be slow to start. The handshake therefore lives in a
+//! shared future kept here, not in the caller: a probe that gives up leaves it
+//! in place, and the next probe resumes it. Dropping it would close the only
+//! stdio stream a backend can hand out for the instance's current run.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::error::Result;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
+use crate::error::{Error, Result};
 use crate::ports::{InstanceId, Orchestrator};
 
 use super::session::McpSession;
 
+type Opening = Shared<BoxFuture<'static, Result<Arc<McpSession>, String>>>;
+
+#[derive(Default)]
+struct Sessions {
+    open: HashMap<InstanceId, Arc<McpSession>>,
+    opening: HashMap<InstanceId, Opening>,
+}
+
 /// One MCP session per instance, shared by probes and hosts.
 #[derive(Default)]
 pub struct SessionPool {
-    sessions: Mutex<HashMap<InstanceId, Arc<McpSession>>>,
-    /// Serializes opening per instance, so two callers never open two
-    /// sessions (a stdio stream can be handed out only once).
-    opening: tokio::sync::Mutex<HashMap<InstanceId, Arc<tokio::sync::Mutex<()>>>>,
+    sessions: Mutex<Sessions>,
+    /// Serializes `connect` calls, so two callers never ask a backend for a
+    /// stream twice (a stdio stream can be handed out only once per run).
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for SessionPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let open = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
-        f.debug_struct("SessionPool").field("open", &open).finish()
+        let s = self.lock();
+        f.debug_struct("SessionPool")
+            .field("open", &s.open.len())
+            .field("opening", &s.opening.len())
+            .finish()
     }
 }
 
@@ -35,11 +51,15 @@ impl SessionPool {
         Self::default()
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn cached(&self, id: &InstanceId) -> Option<Arc<McpSession>> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        match sessions.get(id) {
-            Some(s) if s.is_closed() => {
-                sessions.remove(id);
+        let mut s = self.lock();
+        match s.open.get(id) {
+            Some(session) if session.is_closed() => {
+                s.open.remove(id);
                 None
             }
             other => other.cloned(),
@@ -47,7 +67,8 @@ impl SessionPool {
     }
 
     /// The instance's session, opening one through `orchestrator` if there is
-    /// none or the last one died.
+    /// none or the last one died. If the caller stops waiting (a timeout), the
+    /// handshake carries on with the next caller.
     pub async fn get_or_open(
         &self,
         id: &InstanceId,
@@ -56,21 +77,41 @@ impl SessionPool {
         if let Some(session) = self.cached(id) {
             return Ok(session);
         }
-        let gate = {
-            let mut opening = self.opening.lock().await;
-            opening.entry(id.clone()).or_default().clone()
+        let opening = {
+            let _connecting = self.connecting.lock().await;
+            if let Some(session) = self.cached(id) {
+                return Ok(session);
+            }
+            let in_flight = self.lock().opening.get(id).cloned();
+            match in_flight {
+                Some(opening) => opening,
+                None => {
+                    let connection = orchestrator.connect(id).await?;
+                    let owned = id.clone();
+                    let opening: Opening = async move {
+                        McpSession::open(&owned, connection)
+                            .await
+                            .map(Arc::new)
+                            .map_err(|e| e.to_string())
+                    }
+                    .boxed()
+                    .shared();
+                    self.lock().opening.insert(id.clone(), opening.clone());
+                    opening
+                }
+            }
         };
-        let _guard = gate.lock().await;
-        if let Some(session) = self.cached(id) {
-            return Ok(session);
+        let result = opening.clone().await;
+        let mut s = self.lock();
+        // Only the handshake we awaited is settled here; a newer one (after a
+        // forget) is left alone.
+        if s.opening.get(id).is_some_and(|f| f.ptr_eq(&opening)) {
+            s.opening.remove(id);
+            if let Ok(session) = &result {
+                s.open.insert(id.clone(), session.clone());
+            }
         }
-        let connection = orchestrator.connect(id).await?;
-        let session = Arc::new(McpSession::open(id, connection).await?);
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), session.clone());
-        Ok(session)
+        result.map_err(|reason| Error::unavailable(format!("MCP session to {id}"), reason))
     }
 
     /// The instance's session if one is open and alive.
@@ -78,13 +119,14 @@ impl SessionPool {
         self.cached(id)
     }
 
-    /// Drops the instance's session (it stopped, restarted or was removed).
+    /// Drops the instance's session and any handshake in flight (it stopped,
+    /// restarted or was removed).
     pub fn forget(&self, id: &InstanceId) {
-        let removed = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        let removed = {
+            let mut s = self.lock();
+            s.opening.remove(id);
+            s.open.remove(id)
+        };
         if let Some(session) = removed {
             session.cancel();
         }
@@ -92,10 +134,7 @@ impl SessionPool {
 
     /// How many sessions are open.
     pub fn len(&self) -> usize {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.lock().open.len()
     }
 
     /// Whether no session is open.
