@@ -39,6 +39,7 @@
 
 mod controller;
 pub mod error;
+pub mod freshness;
 pub mod lifecycle;
 #[cfg(feature = "local")]
 pub mod local;
@@ -56,7 +57,7 @@ pub mod time;
 pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::{
     ApplyOutcome, HealthSummary, InstanceStatus, Lifecycle, LifecycleBuilder, LifecycleConfig,
-    LifecycleEvent, LifecycleEventKind, ResyncReport, ServerStatus, Wait,
+    LifecycleEvent, LifecycleEventKind, ResyncReport, ServerStatus, UpdateStatus, Wait,
 };
 #[cfg(feature = "local")]
 pub use local::LocalOrchestrator;

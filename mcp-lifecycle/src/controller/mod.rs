@@ -28,7 +28,7 @@ use crate::ports::{
     StopMode, Store, labels,
 };
 use crate::probe::Prober;
-use crate::state::{Freshness, ServerPhase};
+use crate::state::ServerPhase;
 use crate::time::{Clock, Timestamp};
 
 pub(crate) use reconcile::PassOutcome;
@@ -41,6 +41,11 @@ pub(crate) struct Shared {
     pub(crate) secrets: Arc<dyn SecretSource>,
     pub(crate) prober: Arc<dyn Prober>,
     pub(crate) sessions: Arc<crate::mcp::SessionPool>,
+    pub(crate) resolver: Option<Arc<dyn crate::ports::ImageResolver>>,
+    /// Wakes the freshness loop for an early cycle.
+    pub(crate) freshness_kick: Notify,
+    /// Who this host is, for leases.
+    pub(crate) holder_id: String,
     pub(crate) tools_cache: crate::mcp::ToolsCache,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: LifecycleConfig,
@@ -83,7 +88,8 @@ pub(crate) struct ServerState {
     /// How removals stop instances; `stop(name, Force)` sets Force.
     pub(crate) stop_mode: StopMode,
     pub(crate) phase: Option<ServerPhase>,
-    pub(crate) freshness: Freshness,
+    /// Image freshness bookkeeping (durable).
+    pub(crate) update: Versioned<crate::freshness::record::FreshnessRecord>,
     /// The ready instances after the last pass.
     pub(crate) ready: Vec<InstanceId>,
 }
@@ -105,7 +111,10 @@ impl ServerState {
             error_streak: 0,
             stop_mode: StopMode::Graceful,
             phase: None,
-            freshness: Freshness::Unknown,
+            update: Versioned {
+                value: Default::default(),
+                version: None,
+            },
             ready: Vec::new(),
         }
     }

@@ -689,6 +689,14 @@ impl Pass<'_> {
                 }
                 st.record = None;
             }
+            if st.update.version.is_some() {
+                let _ = records::remove(
+                    self.shared.store.as_ref(),
+                    crate::freshness::record::FRESHNESS,
+                    self.name,
+                )
+                .await;
+            }
             self.shared.runtime.forget_server(self.name);
             PassOutcome::Deleted
         } else {
@@ -869,7 +877,7 @@ pub(crate) fn status_of(
         configured_source,
         rollout_image: record.and_then(|r| r.rollout_image.clone()),
         running_digests: digests.into_iter().collect(),
-        freshness: st.freshness.clone(),
+        update: crate::freshness::record::UpdateStatus::from(&st.update.value),
         instances,
         recent_events: st.events.iter().cloned().collect(),
         observed_at: now,

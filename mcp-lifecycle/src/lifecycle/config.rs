@@ -27,6 +27,18 @@ pub struct LifecycleConfig {
     pub event_history: usize,
     /// Image freshness checks and rollouts.
     pub freshness: FreshnessPolicy,
+    /// How often the freshness loop looks for due checks and verifications.
+    /// Default: 10 s. (When checks run is the freshness policy's interval.)
+    pub freshness_tick: Duration,
+    /// How long one registry resolution may take. Default: 10 s.
+    pub resolve_timeout: Duration,
+    /// How many references are resolved at once. Default: 8.
+    pub resolve_concurrency: usize,
+    /// How long a host holds a server's freshness lease. Default: 60 s.
+    pub freshness_lease_ttl: Duration,
+    /// This host's name in leases. Default: the manager name, the process
+    /// id and a per-process counter, so several `Lifecycle`s differ.
+    pub holder_id: Option<String>,
     /// How long a server's `tools/list` answer is reused. Default: 30 s.
     pub tools_cache_ttl: Duration,
     /// How long a failed `tools/list` is remembered. Default: 5 s.
@@ -44,6 +56,11 @@ impl Default for LifecycleConfig {
             startup_probe_interval: Duration::from_secs(1),
             event_history: 32,
             freshness: FreshnessPolicy::default(),
+            freshness_tick: Duration::from_secs(10),
+            resolve_timeout: Duration::from_secs(10),
+            resolve_concurrency: 8,
+            freshness_lease_ttl: Duration::from_secs(60),
+            holder_id: None,
             tools_cache_ttl: Duration::from_secs(30),
             tools_cache_negative_ttl: Duration::from_secs(5),
         }

@@ -20,8 +20,8 @@ use crate::controller::{self, PassOutcome, RuntimeView, ServerState, Shared, Tra
 use crate::error::{Error, ErrorKind, Result};
 use crate::mcp::{McpPeer, McpProber, SessionPool, ToolsCache};
 use crate::ports::{
-    InstanceId, InstanceObservation, Orchestrator, SecretSource, StaticSecretSource, StopMode,
-    Store,
+    ImageResolver, InstanceId, InstanceObservation, Orchestrator, SecretSource, StaticSecretSource,
+    StopMode, Store,
 };
 use crate::probe::Prober;
 use crate::spec::{ServerSpec, UpdatePolicy, ValidationError};
@@ -30,6 +30,7 @@ use crate::store::InMemoryStore;
 use crate::time::{Clock, SystemClock};
 
 pub use crate::controller::ResyncReport;
+pub use crate::freshness::record::UpdateStatus;
 pub use config::LifecycleConfig;
 pub use records::{INSTANCES, InstanceRecord, SERVERS, ServerRecord};
 pub use status::{HealthSummary, InstanceStatus, LifecycleEvent, LifecycleEventKind, ServerStatus};
@@ -61,6 +62,7 @@ pub struct LifecycleBuilder {
     store: Option<Arc<dyn Store>>,
     secrets: Option<Arc<dyn SecretSource>>,
     prober: Option<Arc<dyn Prober>>,
+    resolver: Option<Arc<dyn ImageResolver>>,
     clock: Option<Arc<dyn Clock>>,
     config: LifecycleConfig,
 }
@@ -89,6 +91,13 @@ impl LifecycleBuilder {
     /// over the same sessions [`Lifecycle::peer`] hands out.
     pub fn prober(mut self, prober: Arc<dyn Prober>) -> Self {
         self.prober = Some(prober);
+        self
+    }
+
+    /// How image references resolve to digests, for freshness checks.
+    /// Without one, freshness stays `unknown` and no update is checked.
+    pub fn resolver(mut self, resolver: Arc<dyn ImageResolver>) -> Self {
+        self.resolver = Some(resolver);
         self
     }
 
@@ -125,6 +134,17 @@ impl LifecycleBuilder {
                 .unwrap_or_else(|| Arc::new(StaticSecretSource::new())),
             prober,
             sessions,
+            resolver: self.resolver,
+            freshness_kick: tokio::sync::Notify::new(),
+            holder_id: self.config.holder_id.clone().unwrap_or_else(|| {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                format!(
+                    "{}-{}-{}",
+                    self.config.manager_name,
+                    std::process::id(),
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                )
+            }),
             tools_cache: ToolsCache::new(
                 self.config.tools_cache_ttl,
                 self.config.tools_cache_negative_ttl,
@@ -152,6 +172,7 @@ impl LifecycleBuilder {
             .tasks
             .spawn(controller::pump_runtime_events(pump, stream));
         shared.tasks.spawn(controller::run_resync(shared.clone()));
+        shared.tasks.spawn(crate::freshness::run(shared.clone()));
         Ok(Lifecycle { shared })
     }
 }
@@ -163,6 +184,16 @@ async fn load_states(shared: &Arc<Shared>) -> Result<HashMap<String, ServerState
     let mut states: HashMap<String, ServerState> = HashMap::new();
     for (name, record) in records::load_all::<ServerRecord>(store, SERVERS).await? {
         states.insert(name, ServerState::new(Some(record)));
+    }
+    for (name, record) in records::load_all::<crate::freshness::record::FreshnessRecord>(
+        store,
+        crate::freshness::record::FRESHNESS,
+    )
+    .await?
+    {
+        if let Some(state) = states.get_mut(&name) {
+            state.update = record;
+        }
     }
     for (_, record) in records::load_all::<InstanceRecord>(store, INSTANCES).await? {
         match states.get_mut(&record.value.server) {
@@ -269,6 +300,7 @@ impl Lifecycle {
             store: None,
             secrets: None,
             prober: None,
+            resolver: None,
             clock: None,
             config: LifecycleConfig::default(),
         }
@@ -650,6 +682,26 @@ impl Lifecycle {
                 Err(e)
             }
         }
+    }
+
+    /// Checks one server's image now (even if no check is due) and returns
+    /// its update status. A check runs only while the server is running with
+    /// update checks on; a rollout in progress is verified instead.
+    pub async fn check_updates_now(&self, name: &str) -> Result<UpdateStatus> {
+        self.ensure_running()?;
+        self.slot(name)?;
+        crate::freshness::cycle(&self.shared, Some(name)).await?;
+        let slot = self.slot(name)?;
+        let st = slot.state.lock().await;
+        publish(&self.shared, &slot, &st);
+        Ok(UpdateStatus::from(&st.update.value))
+    }
+
+    /// Runs one freshness cycle over every server now (what the controller
+    /// does every `freshness_tick`), and reports what it did.
+    pub async fn run_freshness_cycle(&self) -> Result<crate::freshness::CycleReport> {
+        self.ensure_running()?;
+        crate::freshness::cycle(&self.shared, None).await
     }
 
     /// A stream of lifecycle events. A subscriber that falls more than 1024

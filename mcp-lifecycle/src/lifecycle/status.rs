@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ports::InstanceId;
-use crate::state::{Freshness, ServerPhase};
+use crate::state::ServerPhase;
 use crate::time::Timestamp;
 
 /// One server's status: a consistent snapshot taken after its last
@@ -35,8 +35,8 @@ pub struct ServerStatus {
     pub rollout_image: Option<String>,
     /// Distinct image digests reported by ready instances.
     pub running_digests: Vec<String>,
-    /// Image freshness.
-    pub freshness: Freshness,
+    /// Image freshness and update bookkeeping.
+    pub update: crate::freshness::record::UpdateStatus,
     /// Every instance.
     pub instances: Vec<InstanceStatus>,
     /// The most recent events, oldest first (bounded).
@@ -150,7 +150,7 @@ impl ServerStatus {
             self.failed,
             self.configured_source,
             self.running_digests.join(", "),
-            self.freshness.name(),
+            self.update.state.name(),
         );
         for i in &self.instances {
             let reason = match (i.phase.as_str(), &i.reason) {
