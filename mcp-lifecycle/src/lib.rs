@@ -24,6 +24,8 @@
 //! - `redb` (default): the durable [`RedbStore`].
 //! - `local` (default): [`LocalOrchestrator`], which runs servers as local
 //!   processes, one process group per instance.
+//! - `registry`: `RegistryResolver`, an [`ImageResolver`] that asks OCI
+//!   registries directly (oci-client, with credentials from the Docker config).
 //! - `testing`: [`testing`] fakes and conformance suites.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -46,6 +48,8 @@ pub mod local;
 pub mod mcp;
 pub mod ports;
 pub mod probe;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod secret;
 pub mod spec;
 pub mod state;
@@ -56,8 +60,9 @@ pub mod time;
 
 pub use error::{Error, ErrorKind, Result};
 pub use lifecycle::{
-    ApplyOutcome, HealthSummary, InstanceStatus, Lifecycle, LifecycleBuilder, LifecycleConfig,
-    LifecycleEvent, LifecycleEventKind, ResyncReport, ServerStatus, UpdateStatus, Wait,
+    ApplyOutcome, HealthSummary, InstanceStatus, LeaderElection, Lifecycle, LifecycleBuilder,
+    LifecycleConfig, LifecycleEvent, LifecycleEventKind, ResyncReport, ServerStatus, UpdateStatus,
+    Wait,
 };
 #[cfg(feature = "local")]
 pub use local::LocalOrchestrator;
@@ -67,6 +72,8 @@ pub use ports::{
     StopMode, Store,
 };
 pub use probe::{ProbeOutcome, ProbeTarget, Prober};
+#[cfg(feature = "registry")]
+pub use registry::RegistryResolver;
 pub use secret::SecretValue;
 pub use spec::{Limits, ServerSpec, Source, Transport, ValidationError};
 pub use store::InMemoryStore;

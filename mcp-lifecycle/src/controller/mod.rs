@@ -6,6 +6,7 @@
 //! every workload periodically. The controller holds no decision of its own:
 //! `state::` decides, this module performs.
 
+mod leadership;
 mod reconcile;
 mod runtime_view;
 
@@ -31,6 +32,7 @@ use crate::probe::Prober;
 use crate::state::ServerPhase;
 use crate::time::{Clock, Timestamp};
 
+pub(crate) use leadership::{Leadership, load_states};
 pub(crate) use reconcile::PassOutcome;
 pub(crate) use runtime_view::RuntimeView;
 
@@ -46,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) freshness_kick: Notify,
     /// Who this host is, for leases.
     pub(crate) holder_id: String,
+    /// Whether this host acts (leader election, when enabled).
+    pub(crate) leadership: Leadership,
     pub(crate) tools_cache: crate::mcp::ToolsCache,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: LifecycleConfig,
@@ -227,7 +231,7 @@ impl Shared {
         (slot, true)
     }
 
-    fn remove_slot(&self, slot: &Arc<ServerSlot>) {
+    pub(crate) fn remove_slot(&self, slot: &Arc<ServerSlot>) {
         let mut servers = self.servers.write().unwrap_or_else(|e| e.into_inner());
         if servers
             .get(&slot.name)
@@ -315,8 +319,17 @@ pub(crate) async fn pump_runtime_events(shared: Arc<Shared>, first: EventStream)
     }
 }
 
+/// Runs leader election (when enabled).
+pub(crate) async fn run_leadership(shared: Arc<Shared>) {
+    leadership::run(shared).await;
+}
+
 /// Lists every managed workload periodically and reconciles everything.
-pub(crate) async fn run_resync(shared: Arc<Shared>) {
+pub(crate) async fn run_resync_loop(shared: Arc<Shared>) {
+    run_resync(shared).await;
+}
+
+async fn run_resync(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             () = shared.cancel.cancelled() => return,
@@ -367,6 +380,9 @@ pub(crate) async fn take_listing(
 
 /// One list call, then a pass over every server, bounded in concurrency.
 pub(crate) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
+    if !shared.leadership.may_act() {
+        return Ok(ResyncReport::default());
+    }
     let listed = shared.orchestrator.list(&shared.managed_selector()).await?;
     let workloads = listed.len();
     let known: HashSet<String> = shared

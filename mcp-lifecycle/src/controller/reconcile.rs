@@ -42,6 +42,10 @@ pub(crate) enum PassOutcome {
 /// Runs one pass. Holds the server's lock throughout, so host calls and
 /// passes on one server never interleave.
 pub(crate) async fn pass(shared: &Arc<Shared>, slot: &ServerSlot) -> PassOutcome {
+    if !shared.leadership.may_act() {
+        // A standby acts on nothing; the leader's writes reach it on reload.
+        return PassOutcome::WakeAt(None);
+    }
     let mut st = slot.state.lock().await;
     let mut p = Pass {
         shared,
@@ -285,8 +289,14 @@ impl Pass<'_> {
         };
         let first = server.value.next_ordinal;
         server.value.next_ordinal = first + u64::from(n);
-        if let Err(error) =
-            records::save(self.shared.store.as_ref(), SERVERS, self.name, server, None).await
+        if let Err(error) = records::save(
+            self.shared.store.as_ref(),
+            SERVERS,
+            self.name,
+            server,
+            self.shared.leadership.fence().as_ref(),
+        )
+        .await
         {
             server.value.next_ordinal = first;
             self.store_error(st, "allocating instance ordinals", &error);
@@ -312,7 +322,7 @@ impl Pass<'_> {
                 INSTANCES,
                 id.as_str(),
                 &mut versioned,
-                None,
+                self.shared.leadership.fence().as_ref(),
             )
             .await
             {
@@ -435,8 +445,13 @@ impl Pass<'_> {
             return;
         }
         self.shared.runtime.remove(self.name, id);
-        if let Err(error) =
-            records::remove(self.shared.store.as_ref(), INSTANCES, id.as_str()).await
+        if let Err(error) = records::remove(
+            self.shared.store.as_ref(),
+            INSTANCES,
+            id.as_str(),
+            self.shared.leadership.fence().as_ref(),
+        )
+        .await
         {
             self.store_error(st, "deleting an instance record", &error);
             // The workload is gone; the record is deleted on the next pass.
@@ -632,7 +647,7 @@ impl Pass<'_> {
                 INSTANCES,
                 obs.id.as_str(),
                 &mut versioned,
-                None,
+                self.shared.leadership.fence().as_ref(),
             )
             .await
             {
@@ -680,8 +695,13 @@ impl Pass<'_> {
         }
         if self.errors == 0 && st.instances.is_empty() {
             if st.record.is_some() {
-                if let Err(error) =
-                    records::remove(self.shared.store.as_ref(), SERVERS, self.name).await
+                if let Err(error) = records::remove(
+                    self.shared.store.as_ref(),
+                    SERVERS,
+                    self.name,
+                    self.shared.leadership.fence().as_ref(),
+                )
+                .await
                 {
                     self.store_error(st, "deleting the server record", &error);
                     st.error_streak = st.error_streak.saturating_add(1);
@@ -694,6 +714,7 @@ impl Pass<'_> {
                     self.shared.store.as_ref(),
                     crate::freshness::record::FRESHNESS,
                     self.name,
+                    self.shared.leadership.fence().as_ref(),
                 )
                 .await;
             }
@@ -708,10 +729,11 @@ impl Pass<'_> {
     /// Writes every changed record. A failed write is kept dirty and retried.
     async fn persist(&mut self, st: &mut ServerState) {
         let store = self.shared.store.clone();
+        let fence = self.shared.leadership.fence();
         if st.record_dirty
             && let Some(server) = st.record.as_mut()
         {
-            match records::save(store.as_ref(), SERVERS, self.name, server, None).await {
+            match records::save(store.as_ref(), SERVERS, self.name, server, fence.as_ref()).await {
                 Ok(()) => st.record_dirty = false,
                 Err(error) => {
                     let e = error.to_string();
@@ -723,7 +745,15 @@ impl Pass<'_> {
         let mut failures = Vec::new();
         for tracked in st.instances.values_mut().filter(|t| t.dirty) {
             let key = tracked.record.value.id.to_string();
-            match records::save(store.as_ref(), INSTANCES, &key, &mut tracked.record, None).await {
+            match records::save(
+                store.as_ref(),
+                INSTANCES,
+                &key,
+                &mut tracked.record,
+                fence.as_ref(),
+            )
+            .await
+            {
                 Ok(()) => tracked.dirty = false,
                 Err(error) => failures.push(error),
             }

@@ -99,6 +99,10 @@ pub(crate) async fn cycle(shared: &Arc<Shared>, only: Option<&str>) -> Result<Cy
             "no image resolver is configured (LifecycleBuilder::resolver)",
         ));
     };
+    if !shared.leadership.may_act() {
+        // Only the leader checks (and each server under its own lease too).
+        return Ok(CycleReport::default());
+    }
     let now = shared.clock.now();
     let mut report = CycleReport::default();
     let slots: Vec<Arc<ServerSlot>> = match only {

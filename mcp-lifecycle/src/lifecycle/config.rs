@@ -36,6 +36,9 @@ pub struct LifecycleConfig {
     pub resolve_concurrency: usize,
     /// How long a host holds a server's freshness lease. Default: 60 s.
     pub freshness_lease_ttl: Duration,
+    /// Leader election among hosts sharing one store. `None` (the default)
+    /// for a single host: it always acts and writes no lease.
+    pub leader_election: Option<LeaderElection>,
     /// This host's name in leases. Default: the manager name, the process
     /// id and a per-process counter, so several `Lifecycle`s differ.
     pub holder_id: Option<String>,
@@ -61,8 +64,28 @@ impl Default for LifecycleConfig {
             resolve_concurrency: 8,
             freshness_lease_ttl: Duration::from_secs(60),
             holder_id: None,
+            leader_election: None,
             tools_cache_ttl: Duration::from_secs(30),
             tools_cache_negative_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Leader election settings: only the host holding the leader lease
+/// reconciles; the others stand by and take over when it lapses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderElection {
+    /// How long the lease lasts without renewal. Default: 15 s.
+    pub lease_ttl: Duration,
+    /// How often the leader renews it (and standbys try it). Default: 5 s.
+    pub renew_every: Duration,
+}
+
+impl Default for LeaderElection {
+    fn default() -> Self {
+        LeaderElection {
+            lease_ttl: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
         }
     }
 }

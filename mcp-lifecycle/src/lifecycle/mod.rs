@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::controller::{self, PassOutcome, RuntimeView, ServerState, Shared, TrackedInstance};
+use crate::controller::{self, PassOutcome, RuntimeView, ServerState, Shared};
 use crate::error::{Error, ErrorKind, Result};
 use crate::mcp::{McpPeer, McpProber, SessionPool, ToolsCache};
 use crate::ports::{
@@ -31,7 +31,7 @@ use crate::time::{Clock, SystemClock};
 
 pub use crate::controller::ResyncReport;
 pub use crate::freshness::record::UpdateStatus;
-pub use config::LifecycleConfig;
+pub use config::{LeaderElection, LifecycleConfig};
 pub use records::{INSTANCES, InstanceRecord, SERVERS, ServerRecord};
 pub use status::{HealthSummary, InstanceStatus, LifecycleEvent, LifecycleEventKind, ServerStatus};
 
@@ -136,6 +136,7 @@ impl LifecycleBuilder {
             sessions,
             resolver: self.resolver,
             freshness_kick: tokio::sync::Notify::new(),
+            leadership: controller::Leadership::new(self.config.leader_election),
             holder_id: self.config.holder_id.clone().unwrap_or_else(|| {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 format!(
@@ -160,9 +161,13 @@ impl LifecycleBuilder {
         });
         // Subscribe before listing, so nothing that happens in between is missed.
         let stream = shared.orchestrator.events();
-        let mut states = load_states(&shared).await?;
-        let listed = list_with_retry(&shared).await?;
-        controller::take_listing(&shared, listed, |server| states.contains_key(server)).await;
+        let mut states = controller::load_states(&shared).await?;
+        if shared.leadership.election.is_none() {
+            // A single host acts at once. With leader election, listing and
+            // removing orphans wait until this host leads.
+            let listed = list_with_retry(&shared).await?;
+            controller::take_listing(&shared, listed, |server| states.contains_key(server)).await;
+        }
         for (name, state) in states.drain() {
             let (slot, _) = shared.ensure_slot(&name, state);
             slot.kick.notify_one();
@@ -171,59 +176,15 @@ impl LifecycleBuilder {
         shared
             .tasks
             .spawn(controller::pump_runtime_events(pump, stream));
-        shared.tasks.spawn(controller::run_resync(shared.clone()));
+        shared
+            .tasks
+            .spawn(controller::run_resync_loop(shared.clone()));
+        shared
+            .tasks
+            .spawn(controller::run_leadership(shared.clone()));
         shared.tasks.spawn(crate::freshness::run(shared.clone()));
         Ok(Lifecycle { shared })
     }
-}
-
-/// Loads server and instance records; instance records whose server is gone
-/// are deleted after their workloads (the resync removes those).
-async fn load_states(shared: &Arc<Shared>) -> Result<HashMap<String, ServerState>> {
-    let store = shared.store.as_ref();
-    let mut states: HashMap<String, ServerState> = HashMap::new();
-    for (name, record) in records::load_all::<ServerRecord>(store, SERVERS).await? {
-        states.insert(name, ServerState::new(Some(record)));
-    }
-    for (name, record) in records::load_all::<crate::freshness::record::FreshnessRecord>(
-        store,
-        crate::freshness::record::FRESHNESS,
-    )
-    .await?
-    {
-        if let Some(state) = states.get_mut(&name) {
-            state.update = record;
-        }
-    }
-    for (_, record) in records::load_all::<InstanceRecord>(store, INSTANCES).await? {
-        match states.get_mut(&record.value.server) {
-            Some(state) => {
-                state.instances.insert(
-                    record.value.id.clone(),
-                    TrackedInstance {
-                        record,
-                        dirty: false,
-                    },
-                );
-            }
-            None => {
-                // Its server is gone: a slot with no record removes the
-                // workload, and keeps retrying until it is gone.
-                states
-                    .entry(record.value.server.clone())
-                    .or_insert_with(|| ServerState::new(None))
-                    .instances
-                    .insert(
-                        record.value.id.clone(),
-                        TrackedInstance {
-                            record,
-                            dirty: false,
-                        },
-                    );
-            }
-        }
-    }
-    Ok(states)
 }
 
 async fn list_with_retry(shared: &Arc<Shared>) -> Result<Vec<InstanceObservation>> {
@@ -337,7 +298,7 @@ impl Lifecycle {
         loop {
             if let Some(slot) = self.shared.slot(&name) {
                 let mut st = slot.state.lock().await;
-                let Some(record) = st.record.as_mut().filter(|r| !r.value.deleting) else {
+                if st.record.as_ref().is_none_or(|r| r.value.deleting) {
                     // Being deleted: let the removal finish (retrying now), then create.
                     drop(st);
                     slot.kick.notify_one();
@@ -350,18 +311,24 @@ impl Lifecycle {
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
-                };
-                if record.value.spec == spec {
+                }
+                let now = self.shared.clock.now();
+                let changed = self
+                    .change_server(&name, &mut st, |r| {
+                        if r.spec == spec {
+                            return false;
+                        }
+                        if r.spec.source != spec.source {
+                            r.rollout_image = None;
+                        }
+                        r.spec = spec.clone();
+                        r.applied_at = now;
+                        true
+                    })
+                    .await?;
+                if !changed {
                     return Ok(ApplyOutcome::Unchanged);
                 }
-                let mut updated = record.clone();
-                if updated.value.spec.source != spec.source {
-                    updated.value.rollout_image = None;
-                }
-                updated.value.spec = spec;
-                updated.value.applied_at = self.shared.clock.now();
-                records::save(store, SERVERS, &name, &mut updated, None).await?;
-                *record = updated;
                 st.push_event(
                     &self.shared,
                     &name,
@@ -428,11 +395,16 @@ impl Lifecycle {
         };
         {
             let mut st = slot.state.lock().await;
-            if let Some(record) = st.record.as_mut().filter(|r| !r.value.deleting) {
-                let mut marked = record.clone();
-                marked.value.deleting = true;
-                records::save(self.shared.store.as_ref(), SERVERS, name, &mut marked, None).await?;
-                *record = marked;
+            let marked = match self
+                .change_server(name, &mut st, |r| !std::mem::replace(&mut r.deleting, true))
+                .await
+            {
+                Ok(marked) => marked,
+                // Already gone from the store (another host finished it).
+                Err(e) if e.kind() == ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if marked {
                 st.push_event(
                     &self.shared,
                     name,
@@ -721,6 +693,11 @@ impl Lifecycle {
     /// Stops every server's instances (gracefully), then the controller. The
     /// store keeps every spec, so the next `Lifecycle` starts them again.
     pub async fn shutdown(self) -> Result<()> {
+        if !self.shared.leadership.may_act() {
+            // A standby owns no workload; the leader keeps running them.
+            self.detach().await;
+            return Ok(());
+        }
         let mut failures = Vec::new();
         for slot in self.shared.slots() {
             let mut st = slot.state.lock().await;
@@ -782,29 +759,54 @@ impl Lifecycle {
         self.shared.tasks.wait().await;
     }
 
+    /// Applies `change` to the stored server record with compare-and-swap.
+    /// When another host wrote it first (a conflict), re-reads the record and
+    /// applies the change again. Returns whether anything changed.
+    async fn change_server(
+        &self,
+        name: &str,
+        st: &mut ServerState,
+        change: impl Fn(&mut ServerRecord) -> bool,
+    ) -> Result<bool> {
+        let store = self.shared.store.as_ref();
+        for _ in 0..5 {
+            let Some(record) = st.record.as_ref().filter(|r| !r.value.deleting) else {
+                return Err(Error::not_found(format!("server {name:?}")));
+            };
+            let mut updated = record.clone();
+            if !change(&mut updated.value) {
+                return Ok(false);
+            }
+            match records::save(store, SERVERS, name, &mut updated, None).await {
+                Ok(()) => {
+                    st.record = Some(updated);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    match records::load::<ServerRecord>(store, SERVERS, name).await? {
+                        Some(fresh) => st.record = Some(fresh),
+                        None => return Err(Error::not_found(format!("server {name:?}"))),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::unavailable(
+            format!("server {name:?}"),
+            "its record kept changing under concurrent writers; try again",
+        ))
+    }
+
     async fn update_record(
         &self,
         slot: &controller::ServerSlot,
-        change: impl FnOnce(&mut ServerRecord) -> bool,
+        change: impl Fn(&mut ServerRecord) -> bool,
     ) -> Result<()> {
         let mut st = slot.state.lock().await;
-        let Some(record) = st.record.as_mut().filter(|r| !r.value.deleting) else {
-            return Err(Error::not_found(format!("server {:?}", slot.name)));
-        };
-        let mut updated = record.clone();
-        if !change(&mut updated.value) {
+        if !self.change_server(&slot.name, &mut st, change).await? {
             return Ok(());
         }
-        records::save(
-            self.shared.store.as_ref(),
-            SERVERS,
-            &slot.name,
-            &mut updated,
-            None,
-        )
-        .await?;
-        let desired = updated.value.desired();
-        *record = updated;
+        let desired = st.record.as_ref().map_or(0, |r| r.value.desired());
         st.push_event(
             &self.shared,
             &slot.name,

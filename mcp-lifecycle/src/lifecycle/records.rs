@@ -151,6 +151,13 @@ pub(crate) async fn save<T: Serialize>(
 }
 
 /// Deletes a record (whatever its version).
-pub(crate) async fn remove(store: &dyn Store, collection: &str, key: &str) -> Result<()> {
-    store.delete(collection, key, Precondition::Any, None).await
+pub(crate) async fn remove(
+    store: &dyn Store,
+    collection: &str,
+    key: &str,
+    fence: Option<&Fence>,
+) -> Result<()> {
+    store
+        .delete(collection, key, Precondition::Any, fence)
+        .await
 }
