@@ -1,16 +1,72 @@
 //! # mcp-lifecycle-docker
 //!
-//! The Docker and Podman backend of [`mcp_lifecycle`]: an implementation of
-//! the [`mcp_lifecycle::Orchestrator`] port on bollard (one container per
-//! instance, labelled for adoption, attached for stdio servers) and an
-//! [`mcp_lifecycle::ImageResolver`] that asks the daemon's distribution
-//! endpoint.
+//! The Docker and Podman backend of [`mcp_lifecycle`]:
 //!
-//! **Status: not implemented yet.** This crate holds its place in the
-//! workspace so that the layout and the dependency graph are settled. Until
-//! it lands, hosts can run servers through any other `Orchestrator`, and every
-//! backend will have to pass
-//! `mcp_lifecycle::testing::orchestrator_conformance` before it is released.
+//! - [`DockerOrchestrator`] implements [`mcp_lifecycle::Orchestrator`] on
+//!   bollard: one container per instance, labelled for adoption, on a
+//!   dedicated network, locked down by default, attached for stdio servers,
+//!   with crashes pushed from the engine's event stream.
+//! - [`DockerDistributionResolver`] implements [`mcp_lifecycle::ImageResolver`]
+//!   through the engine's distribution endpoint, so digest lookups use the
+//!   engine's registry mirrors and network settings.
+//!
+//! The orchestrator passes `mcp_lifecycle::testing::orchestrator_conformance`
+//! against a real engine in this crate's tests.
+//!
+//! ```no_run
+//! # async fn example() -> mcp_lifecycle::Result<()> {
+//! use std::sync::Arc;
+//! use mcp_lifecycle::{Lifecycle, LifecycleConfig};
+//! use mcp_lifecycle_docker::DockerOrchestrator;
+//!
+//! let config = LifecycleConfig::default();
+//! let docker = DockerOrchestrator::builder()
+//!     .manager(config.manager_name.clone())
+//!     .build()
+//!     .await?;
+//! let lifecycle = Lifecycle::builder()
+//!     .orchestrator(Arc::new(docker))
+//!     .config(config)
+//!     .build()
+//!     .await?;
+//! # drop(lifecycle);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Podman
+//!
+//! Podman serves the Docker-compatible API on a socket. Start it
+//! (`systemctl --user start podman.socket`, or `podman system service
+//! --time=0 &`) and point bollard's defaults at it:
+//!
+//! ```text
+//! DOCKER_HOST=unix:///run/user/$UID/podman/podman.sock
+//! ```
+//!
+//! (rootful Podman: `unix:///run/podman/podman.sock`). Or hand the builder a
+//! client from `bollard::Docker::connect_with_podman_defaults()` through
+//! [`DockerOrchestratorBuilder::docker`]. Registry credentials are read from
+//! the Docker config first, then Podman's `auth.json`. Notes for Podman:
+//!
+//! - Rootless Podman puts containers in a user network namespace the host
+//!   cannot route to: keep the default [`HttpAccess::PublishedLoopback`].
+//! - Memory, CPU and pids limits need the cgroup v2 controllers delegated to
+//!   the user (the default on current systemd distributions); without them
+//!   container creation fails, and the error says which controller is missing.
+//! - The init process is Podman's `catatonit` (packaged with Podman); if it is
+//!   missing, turn it off with [`DockerOrchestratorBuilder::init`].
+//! - Podman's events carry the container's labels like Docker's; if an
+//!   engine's do not, events are matched to instances by container id.
+//!
+//! This crate's tests run against Docker 20.10 (API 1.41); the Podman path is
+//! the same API and has not been exercised by them.
+//!
+//! ## Features of the engine used
+//!
+//! API 1.41 (Docker 20.10) or later: container create / start / stop / kill /
+//! wait / remove / inspect / list / logs / attach, image inspect / create
+//! (pull), network list / create, events, and distribution inspect.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(
@@ -22,3 +78,27 @@
         clippy::print_stderr
     )
 )]
+
+mod attach;
+mod client;
+mod container;
+mod credentials;
+mod digest;
+mod events;
+mod image;
+mod logs;
+mod network;
+mod observe;
+mod options;
+mod orchestrator;
+mod reference;
+mod resolver;
+
+pub use observe::TRANSPORT_LABEL;
+pub use options::{DEFAULT_NETWORK, DEFAULT_NON_ROOT_USER, DefaultLimits, HttpAccess};
+pub use orchestrator::{DockerOrchestrator, DockerOrchestratorBuilder};
+pub use resolver::DockerDistributionResolver;
+
+/// Re-exported so hosts can build a client (TLS, Podman defaults) without
+/// naming bollard's version themselves.
+pub use bollard;

@@ -1,0 +1,112 @@
+//! The running digest of an instance: the manifest digest its image was
+//! pulled by, read from the image's repo digests.
+//!
+//! This module owns choosing the right repo digest (the one of the
+//! repository the container was created from) and a cache keyed by image id
+//! (an image id never changes what it is; its repo digests only grow when
+//! the same content is pulled under another name). It must not pull or
+//! resolve anything: an image built locally and never pushed or pulled has
+//! no digest, and reports none.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bollard::Docker;
+
+use crate::client::is_not_found;
+use crate::reference::{ImageRef, is_sha256_digest, pinned_digest};
+
+/// Repo digests by image id.
+#[derive(Default)]
+pub(crate) struct DigestCache {
+    by_image: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl DigestCache {
+    /// The digest `configured` (the reference the container was created
+    /// from) runs as, given the container's image id. A digest-pinned
+    /// reference is its own answer.
+    pub(crate) async fn running_digest(
+        &self,
+        docker: &Docker,
+        image_id: &str,
+        configured: &str,
+    ) -> Option<String> {
+        if let Some(digest) = pinned_digest(configured) {
+            return Some(digest.to_owned());
+        }
+        let cached = self
+            .by_image
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(image_id)
+            .cloned();
+        let repo_digests = match cached {
+            Some(found) => found,
+            None => {
+                let found = match docker.inspect_image(image_id).await {
+                    Ok(image) => image.repo_digests.unwrap_or_default(),
+                    Err(e) => {
+                        if !is_not_found(&e) {
+                            tracing::debug!(image = %configured, error = %e, "inspecting the image for its digest failed");
+                        }
+                        return None;
+                    }
+                };
+                // An image with no repo digest yet may get one from a later pull.
+                if !found.is_empty() {
+                    self.by_image
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(image_id.to_owned(), found.clone());
+                }
+                found
+            }
+        };
+        choose(&repo_digests, configured)
+    }
+}
+
+/// The digest of the repo digest (`repo@sha256:…`) whose repository is the
+/// one `configured` names. An image known only under other repositories (a
+/// local tag of a pushed image) has no running digest for this reference.
+pub(crate) fn choose(repo_digests: &[String], configured: &str) -> Option<String> {
+    let want = ImageRef::parse(configured).repository();
+    repo_digests.iter().find_map(|entry| {
+        let (repo, digest) = entry.rsplit_once('@')?;
+        (is_sha256_digest(digest) && ImageRef::parse(repo).repository() == want)
+            .then(|| digest.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn picks_the_configured_repository() {
+        let digests = vec![
+            format!("127.0.0.1:5000/other@{A}"),
+            format!("127.0.0.1:5000/mcp-test-server@{B}"),
+        ];
+        assert_eq!(
+            choose(&digests, "127.0.0.1:5000/mcp-test-server:v1").as_deref(),
+            Some(B)
+        );
+        assert_eq!(choose(&digests, "elsewhere/x:1"), None);
+    }
+
+    #[test]
+    fn familiar_names_match_normalized_ones() {
+        let digests = vec![format!("nginx@{A}")];
+        assert_eq!(
+            choose(&digests, "docker.io/library/nginx:1").as_deref(),
+            Some(A)
+        );
+        assert_eq!(choose(&digests, "unrelated:1"), None);
+        assert_eq!(choose(&[], "nginx"), None);
+    }
+}
