@@ -246,3 +246,86 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The registry's manifest digest of test image `version` (`v1`, `v2`,
+/// `v3`) from images.env (`MCP_TEST_REGISTRY_DIGEST_V1`, …), if recorded.
+pub(crate) fn registry_digest(version: &str) -> Option<String> {
+    read_env_file()
+        .get(&format!(
+            "MCP_TEST_REGISTRY_DIGEST_{}",
+            version.to_ascii_uppercase()
+        ))
+        .cloned()
+}
+
+/// The path of `scripts/test-images.sh` (images.env's
+/// `MCP_TEST_IMAGES_SCRIPT`, else the one in this workspace).
+pub(crate) fn images_script() -> String {
+    read_env_file()
+        .get("MCP_TEST_IMAGES_SCRIPT")
+        .cloned()
+        .unwrap_or_else(|| format!("{}/../scripts/test-images.sh", env!("CARGO_MANIFEST_DIR")))
+}
+
+/// Runs `docker <args>` and returns its stdout, or panics with its stderr.
+pub(crate) async fn docker_cli(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("docker")
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("docker {}: {e}", args.join(" ")));
+        assert!(
+            out.status.success(),
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("docker CLI task")
+}
+
+/// Tags local image `source` as `target` (a reference in the local
+/// registry) and pushes it; returns the manifest digest the push reported.
+pub(crate) async fn push_as(source: &str, target: &str) -> String {
+    docker_cli(&["tag", source, target]).await;
+    let out = docker_cli(&["push", target]).await;
+    out.split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .filter(|d| d.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("docker push {target} reported no digest: {out}"))
+        .to_owned()
+}
+
+/// Removes the local tag `reference` when dropped (the image stays under
+/// its other names); never touches the registry.
+pub(crate) struct Untag(pub(crate) String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "--no-prune", &self.0])
+            .output();
+    }
+}
+
+/// `Config.Image` of every running container labelled `managed-by={manager}`.
+pub(crate) async fn running_images(docker: &Docker, manager: &str) -> Vec<String> {
+    let mut images = Vec::new();
+    for id in containers_of(docker, manager).await {
+        let Ok(c) = docker.inspect_container(&id, None).await else {
+            continue;
+        };
+        if c.state.and_then(|s| s.running) != Some(true) {
+            continue;
+        }
+        if let Some(image) = c.config.and_then(|c| c.image) {
+            images.push(image);
+        }
+    }
+    images.sort();
+    images
+}
