@@ -82,6 +82,6 @@ pub use store::RedbStore;
 pub use time::{Clock, SystemClock, Timestamp, TokioClock};
 
 /// The README's example, compiled as a doctest so it cannot rot.
-#[cfg(all(doctest, feature = "testing", feature = "redb"))]
+#[cfg(all(doctest, feature = "local", feature = "redb"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
