@@ -362,15 +362,6 @@ fn not_found(id: &InstanceId) -> Error {
     Error::not_found(format!("instance {id}"))
 }
 
-fn matches_selector(
-    labels: &BTreeMap<String, String>,
-    selector: &BTreeMap<String, String>,
-) -> bool {
-    selector
-        .iter()
-        .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
-}
-
 // ---------------------------------------------------------------------------
 // The port
 // ---------------------------------------------------------------------------
@@ -523,7 +514,7 @@ impl Orchestrator for LocalOrchestrator {
             .inner
             .lock()
             .values()
-            .filter(|inst| matches_selector(&inst.spec.labels, selector))
+            .filter(|inst| crate::ports::labels::matches(&inst.spec.labels, selector))
             .map(Instance::observation)
             .collect())
     }

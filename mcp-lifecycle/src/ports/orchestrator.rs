@@ -32,6 +32,17 @@ pub mod labels {
     pub const INSTANCE: &str = "mcp-lifecycle.dev/instance";
     /// The [`crate::ServerSpec::workload_hash`] the instance was created from.
     pub const SPEC_HASH: &str = "mcp-lifecycle.dev/spec-hash";
+
+    /// Whether `labels` carry every key and value of `selector` (what
+    /// [`super::Orchestrator::list`] filters by).
+    pub fn matches(
+        labels: &std::collections::BTreeMap<String, String>,
+        selector: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        selector
+            .iter()
+            .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
+    }
 }
 
 /// The identity of one instance: `<server>-<n>`, unique for the server's life.

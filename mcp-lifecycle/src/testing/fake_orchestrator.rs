@@ -752,15 +752,6 @@ fn crashes_on_start(patterns: &[String], source: &Source) -> bool {
     patterns.iter().any(|p| haystack.contains(p.as_str()))
 }
 
-fn matches_selector(
-    labels: &BTreeMap<String, String>,
-    selector: &BTreeMap<String, String>,
-) -> bool {
-    selector
-        .iter()
-        .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
-}
-
 #[async_trait]
 impl Orchestrator for FakeOrchestrator {
     fn backend(&self) -> &'static str {
@@ -836,7 +827,7 @@ impl Orchestrator for FakeOrchestrator {
         Ok(state
             .instances
             .values()
-            .filter(|inst| matches_selector(&inst.spec.labels, selector))
+            .filter(|inst| crate::ports::labels::matches(&inst.spec.labels, selector))
             .map(Instance::observation)
             .collect())
     }
