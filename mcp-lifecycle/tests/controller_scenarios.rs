@@ -8,8 +8,8 @@ use mcp_lifecycle::spec::{EnvEntry, SecretRef};
 use mcp_lifecycle::state::{BackoffPolicy, ServerPhase};
 use mcp_lifecycle::testing::{FakeOrchestrator, FakeProber, ImageCatalog, fake_digest};
 use mcp_lifecycle::{
-    Clock, ErrorKind, InMemoryStore, Lifecycle, LifecycleConfig, LifecycleEventKind, ServerSpec,
-    ServerStatus, Source, StopMode, Store, TokioClock, Wait,
+    Clock, ErrorKind, HealthSummary, InMemoryStore, Lifecycle, LifecycleConfig, LifecycleEventKind,
+    ServerSpec, ServerStatus, Source, StopMode, Store, TokioClock, Wait,
 };
 
 const IMAGE: &str = "registry.local/echo:1";
@@ -255,6 +255,7 @@ async fn unhealthy_then_restarted_by_probes() {
         .wait_ready("flaky", Duration::from_secs(10))
         .await
         .unwrap();
+    assert_eq!(status(&h, "flaky").await.health(), HealthSummary::Healthy);
     h.prober
         .fail_server("flaky", "tools/list: JSON-RPC error -32603");
     // threshold 3 at 30 s intervals → unhealthy after ~90 s.
@@ -262,6 +263,7 @@ async fn unhealthy_then_restarted_by_probes() {
     let s = status(&h, "flaky").await;
     assert_eq!(s.instances[0].phase, "unhealthy", "{}", s.to_table());
     assert_eq!(s.phase, ServerPhase::Degraded);
+    assert_eq!(s.health(), HealthSummary::Unhealthy, "nothing ready");
     // Three more failures → killed and failed, then retried in place.
     advance(Duration::from_secs(90)).await;
     let s = status(&h, "flaky").await;
@@ -291,6 +293,20 @@ async fn scale_to_zero_is_stopped_not_failed() {
         .await
         .unwrap();
     assert_eq!(s.ready, 3);
+    let victim = s.instances[0].id.clone();
+    h.runtime.crash(&victim, 1).unwrap();
+    advance(Duration::from_millis(100)).await;
+    let degraded = status(&h, "echo").await;
+    assert_eq!(
+        degraded.health(),
+        HealthSummary::Degraded,
+        "{}",
+        degraded.to_table()
+    );
+    h.lifecycle
+        .wait_ready("echo", Duration::from_secs(30))
+        .await
+        .unwrap();
     h.lifecycle.scale("echo", 1).await.unwrap();
     let s = h
         .lifecycle
