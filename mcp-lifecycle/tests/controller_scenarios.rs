@@ -534,3 +534,120 @@ async fn a_bad_new_spec_never_takes_the_server_down() {
     assert!(s.instances.iter().any(|i| !i.current && i.phase == "ready"));
     assert!(s.instances.iter().any(|i| i.current && i.attempt > 1));
 }
+
+/// The stop modes the runtime received for `server`'s instances since `from`.
+fn stop_modes_since(h: &Harness, from: usize) -> Vec<StopMode> {
+    h.runtime.stop_requests()[from..]
+        .iter()
+        .map(|(_, mode)| *mode)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forced_stop_forces_that_stop_alone() {
+    let h = harness(LifecycleConfig::default()).await;
+    let mut s = spec("echo", IMAGE);
+    s.replicas = 2;
+    h.lifecycle.apply(s.clone()).await.unwrap();
+    h.lifecycle
+        .wait_ready("echo", Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let before = h.runtime.stop_requests().len();
+    let stopped = h.lifecycle.stop("echo", StopMode::Force).await.unwrap();
+    assert_eq!(
+        stopped.phase,
+        ServerPhase::Stopped,
+        "{}",
+        stopped.to_table()
+    );
+    assert_eq!(
+        stop_modes_since(&h, before),
+        vec![StopMode::Force, StopMode::Force]
+    );
+
+    h.lifecycle
+        .start("echo", Wait::UntilReady(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    // A scale-down after the forced stop is graceful again.
+    let before = h.runtime.stop_requests().len();
+    h.lifecycle.scale("echo", 1).await.unwrap();
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(status(&h, "echo").await.instances.len(), 1);
+    assert_eq!(stop_modes_since(&h, before), vec![StopMode::Graceful]);
+
+    // So is a rolling replacement ...
+    let before = h.runtime.stop_requests().len();
+    s.replicas = 1;
+    s.env.push(EnvEntry::plain("LOG_LEVEL", "debug"));
+    h.lifecycle.apply(s).await.unwrap();
+    for _ in 0..50 {
+        advance(Duration::from_millis(200)).await;
+        let st = status(&h, "echo").await;
+        if st.phase == ServerPhase::Running && st.instances.iter().all(|i| i.current) {
+            break;
+        }
+    }
+    assert_eq!(stop_modes_since(&h, before), vec![StopMode::Graceful]);
+
+    // ... and a delete.
+    let before = h.runtime.stop_requests().len();
+    h.lifecycle.delete("echo").await.unwrap();
+    assert_eq!(stop_modes_since(&h, before), vec![StopMode::Graceful]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_step_follows_readiness_at_once() {
+    let h = harness(LifecycleConfig::default()).await;
+    let mut s = spec("echo", IMAGE);
+    s.replicas = 2;
+    h.lifecycle.apply(s.clone()).await.unwrap();
+    h.lifecycle
+        .wait_ready("echo", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut events = h.lifecycle.subscribe();
+    // New instances become ready on their second readiness probe, so each
+    // step has a moment where a new instance turns ready inside a pass.
+    h.prober.ready_after("echo", Duration::from_millis(500));
+    s.env.push(EnvEntry::plain("LOG_LEVEL", "debug"));
+    h.lifecycle.apply(s).await.unwrap();
+    for _ in 0..300 {
+        advance(Duration::from_millis(100)).await;
+        let st = status(&h, "echo").await;
+        if st.phase == ServerPhase::Running && st.instances.iter().all(|i| i.current) {
+            break;
+        }
+    }
+    let st = status(&h, "echo").await;
+    assert!(
+        st.instances.iter().all(|i| i.current),
+        "rollout did not finish: {}",
+        st.to_table()
+    );
+    // Every "-> ready" of a new instance is followed by an old instance's
+    // "-> stopping" at the same instant (paused time: no timer in between).
+    let mut ready_at = Vec::new();
+    let mut stopping_at = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.kind != LifecycleEventKind::InstancePhaseChanged {
+            continue;
+        }
+        if e.message.ends_with("-> ready") {
+            ready_at.push(e.at);
+        } else if e.message.ends_with("-> stopping") {
+            stopping_at.push(e.at);
+        }
+    }
+    assert_eq!(ready_at.len(), 2, "two new instances turned ready");
+    assert_eq!(stopping_at.len(), 2, "two old instances were stopped");
+    for (ready, stopping) in ready_at.iter().zip(&stopping_at) {
+        let step = stopping.saturating_since(*ready);
+        assert!(
+            step < Duration::from_millis(50),
+            "an old instance was removed {step:?} after its replacement turned ready"
+        );
+    }
+}

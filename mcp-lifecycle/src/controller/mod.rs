@@ -89,8 +89,10 @@ pub(crate) struct ServerState {
     pub(crate) events: VecDeque<LifecycleEvent>,
     /// Consecutive passes with a failed runtime or store call.
     pub(crate) error_streak: u32,
-    /// How removals stop instances; `stop(name, Force)` sets Force.
-    pub(crate) stop_mode: StopMode,
+    /// The mode of a host's `stop` call not yet carried out. The next pass
+    /// takes it (whatever it removes), so a forced stop forces only the
+    /// removals it asked for; every later removal is graceful again.
+    pub(crate) pending_stop: Option<StopMode>,
     pub(crate) phase: Option<ServerPhase>,
     /// Image freshness bookkeeping (durable).
     pub(crate) update: Versioned<crate::freshness::record::FreshnessRecord>,
@@ -113,7 +115,7 @@ impl ServerState {
             next_probe: HashMap::new(),
             events: VecDeque::new(),
             error_streak: 0,
-            stop_mode: StopMode::Graceful,
+            pending_stop: None,
             phase: None,
             update: Versioned {
                 value: Default::default(),

@@ -53,6 +53,7 @@ pub(crate) async fn pass(shared: &Arc<Shared>, slot: &ServerSlot) -> PassOutcome
         now: shared.clock.now(),
         errors: 0,
         again: false,
+        phases_changed: false,
         hash: st
             .record
             .as_ref()
@@ -102,16 +103,20 @@ struct Pass<'a> {
     now: Timestamp,
     errors: u32,
     again: bool,
+    /// Whether an instance changed phase since this was last cleared.
+    phases_changed: bool,
     /// The workload hash of what new instances run (computed once a pass).
     hash: String,
 }
 
 impl Pass<'_> {
     async fn run(&mut self, st: &mut ServerState) -> PassOutcome {
+        // A host's stop mode applies to this pass's removals alone.
+        let stop_mode = st.pending_stop.take().unwrap_or(StopMode::Graceful);
         self.refresh_dirty().await;
         let record = match st.record.as_ref() {
             Some(r) if !r.value.deleting => r.value.clone(),
-            _ => return self.remove_everything(st).await,
+            _ => return self.remove_everything(st, stop_mode).await,
         };
         let policy = InstancePolicy {
             backoff: self.shared.config.backoff.clone(),
@@ -154,9 +159,17 @@ impl Pass<'_> {
             self.feed(st, id, &InstanceEvent::Tick, &policy, &mut queue);
         }
 
-        self.plan(st, &policy, &mut queue).await;
+        self.plan(st, &policy, stop_mode, &mut queue).await;
         self.perform(st, &record, &policy, queue).await;
+        self.phases_changed = false;
         self.probe_due(st, &record, &policy).await;
+        if self.phases_changed {
+            // A rollout or scaling step waits for an instance to turn ready
+            // (or stop being ready): take the step now, not at the next wake-up.
+            let mut queue = VecDeque::new();
+            self.plan(st, &policy, stop_mode, &mut queue).await;
+            self.perform(st, &record, &policy, queue).await;
+        }
         self.persist(st).await;
 
         if self.errors > 0 {
@@ -205,6 +218,7 @@ impl Pass<'_> {
             tracked.record.value.state = after.clone();
             tracked.dirty = true;
             if after.phase.name() != before.phase.name() {
+                self.phases_changed = true;
                 let message = match &after.phase {
                     InstancePhase::Failed {
                         next_retry_at,
@@ -234,6 +248,7 @@ impl Pass<'_> {
         &mut self,
         st: &mut ServerState,
         policy: &InstancePolicy,
+        mode: StopMode,
         queue: &mut VecDeque<(InstanceId, InstanceAction)>,
     ) {
         let Some(record) = st.record.as_ref().map(|r| r.value.clone()) else {
@@ -253,7 +268,6 @@ impl Pass<'_> {
                 .collect();
             plan_replicas(record.desired(), &views)
         };
-        let mode = st.stop_mode;
         for action in plan {
             match action {
                 ReplicaAction::Remove(id) => {
@@ -271,6 +285,31 @@ impl Pass<'_> {
                         self.feed(st, &id, &InstanceEvent::StartRequested, policy, queue);
                     }
                 }
+            }
+        }
+        if mode == StopMode::Force {
+            // A forced stop also hurries removals already under way gracefully.
+            let graceful: Vec<InstanceId> = st
+                .instances
+                .values()
+                .filter(|t| {
+                    matches!(
+                        t.record.value.state.phase,
+                        InstancePhase::Stopping {
+                            mode: StopMode::Graceful
+                        }
+                    )
+                })
+                .map(|t| t.record.value.id.clone())
+                .collect();
+            for id in graceful {
+                self.feed(
+                    st,
+                    &id,
+                    &InstanceEvent::StopRequested { mode },
+                    policy,
+                    queue,
+                );
             }
         }
     }
@@ -403,19 +442,17 @@ impl Pass<'_> {
             }
         }
         // Instances on their way out (stopped, but a remove call failed) are retried.
-        let stopping: Vec<InstanceId> = st
+        let stopping: Vec<(InstanceId, StopMode)> = st
             .instances
             .values()
-            .filter(|t| {
-                matches!(
-                    t.record.value.state.phase,
-                    InstancePhase::Stopping { .. } | InstancePhase::Stopped
-                )
+            .filter_map(|t| match t.record.value.state.phase {
+                // A retry keeps the mode its stop was asked with.
+                InstancePhase::Stopping { mode } => Some((t.record.value.id.clone(), mode)),
+                InstancePhase::Stopped => Some((t.record.value.id.clone(), StopMode::Graceful)),
+                _ => None,
             })
-            .map(|t| t.record.value.id.clone())
             .collect();
-        for id in stopping {
-            let mode = st.stop_mode;
+        for (id, mode) in stopping {
             self.stop_and_remove(st, &id, mode, record.spec.stop_grace_period)
                 .await;
         }
@@ -672,7 +709,7 @@ impl Pass<'_> {
     }
 
     /// Removes every workload and record of a deleted server.
-    async fn remove_everything(&mut self, st: &mut ServerState) -> PassOutcome {
+    async fn remove_everything(&mut self, st: &mut ServerState, mode: StopMode) -> PassOutcome {
         let observed = self.shared.runtime.snapshot(self.name);
         let ids: BTreeSet<InstanceId> = st
             .instances
@@ -680,18 +717,25 @@ impl Pass<'_> {
             .cloned()
             .chain(observed.keys().cloned())
             .collect();
-        let mode = st.stop_mode;
+        let grace = st
+            .record
+            .as_ref()
+            .map_or(DEFAULT_STOP_GRACE, |r| r.value.spec.stop_grace_period);
         for id in ids {
-            if !st.instances.contains_key(&id) {
+            let Some(tracked) = st.instances.get(&id) else {
                 // Known to the runtime only: no record to delete.
                 match self.shared.orchestrator.remove(&id).await {
                     Ok(()) => self.shared.runtime.remove(self.name, &id),
                     Err(error) => self.runtime_error(st, Some(&id), "removing", &error),
                 }
                 continue;
-            }
-            self.stop_and_remove(st, &id, mode, Duration::from_secs(10))
-                .await;
+            };
+            // An instance already stopping keeps the mode its stop was asked with.
+            let mode = match tracked.record.value.state.phase {
+                InstancePhase::Stopping { mode: asked } => asked,
+                _ => mode,
+            };
+            self.stop_and_remove(st, &id, mode, grace).await;
         }
         if self.errors == 0 && st.instances.is_empty() {
             if st.record.is_some() {
@@ -831,6 +875,9 @@ impl Pass<'_> {
         wake.unwrap_or(self.now + self.shared.config.resync_interval)
     }
 }
+
+/// The grace period for instances whose spec is gone (a record lost mid-deletion).
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Retry delay after passes with failed calls: 1 s doubling to 30 s.
 fn error_backoff(streak: u32) -> Duration {

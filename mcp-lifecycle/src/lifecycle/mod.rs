@@ -487,10 +487,15 @@ impl Lifecycle {
         let slot = self.slot(name)?;
         {
             let mut st = slot.state.lock().await;
-            st.stop_mode = mode;
+            self.update_record_locked(&slot, &mut st, |r| !std::mem::replace(&mut r.stopped, true))
+                .await?;
+            // Under the same lock as the record change, so the pass that
+            // plans this stop's removals is the one that takes the mode. A
+            // standby does not act: the leader stops gracefully on reload.
+            if self.shared.leadership.may_act() {
+                st.pending_stop = Some(mode);
+            }
         }
-        self.update_record(&slot, |r| !std::mem::replace(&mut r.stopped, true))
-            .await?;
         controller::reconcile_now(&self.shared, &slot).await;
         self.status(name).await
     }
@@ -701,7 +706,6 @@ impl Lifecycle {
         let mut failures = Vec::new();
         for slot in self.shared.slots() {
             let mut st = slot.state.lock().await;
-            st.stop_mode = StopMode::Graceful;
             let ids: Vec<InstanceId> = st.instances.keys().cloned().collect();
             let grace = st
                 .record
@@ -803,7 +807,17 @@ impl Lifecycle {
         change: impl Fn(&mut ServerRecord) -> bool,
     ) -> Result<()> {
         let mut st = slot.state.lock().await;
-        if !self.change_server(&slot.name, &mut st, change).await? {
+        self.update_record_locked(slot, &mut st, change).await
+    }
+
+    /// [`Self::update_record`] for a caller that holds the server's lock.
+    async fn update_record_locked(
+        &self,
+        slot: &controller::ServerSlot,
+        st: &mut ServerState,
+        change: impl Fn(&mut ServerRecord) -> bool,
+    ) -> Result<()> {
+        if !self.change_server(&slot.name, st, change).await? {
             return Ok(());
         }
         let desired = st.record.as_ref().map_or(0, |r| r.value.desired());
@@ -814,7 +828,7 @@ impl Lifecycle {
             LifecycleEventKind::DesiredChanged,
             format!("desired instances: {desired}"),
         );
-        publish(&self.shared, slot, &st);
+        publish(&self.shared, slot, st);
         Ok(())
     }
 }

@@ -40,6 +40,8 @@ const BACKEND: &str = "fake";
 const INJECTED_WHAT: &str = "fake runtime";
 /// Default number of log lines kept per instance.
 const DEFAULT_LOG_CAPACITY: usize = 100;
+/// How many `stop` calls [`FakeOrchestrator::stop_requests`] remembers.
+const STOP_HISTORY: usize = 10_000;
 /// Capacity of the event channel; slow subscribers lose the oldest events.
 const EVENT_CHANNEL_CAPACITY: usize = 1024;
 /// Exit code reported for a forced stop or removal of a running instance (SIGKILL).
@@ -341,6 +343,8 @@ struct State {
     faults: Faults,
     rng: SmallRng,
     connector: Option<Connector>,
+    /// Every `stop` that reached an instance, oldest first (bounded).
+    stops: VecDeque<(InstanceId, StopMode)>,
 }
 
 struct Inner {
@@ -424,6 +428,7 @@ impl FakeOrchestratorBuilder {
                     },
                     rng: SmallRng::seed_from_u64(self.seed),
                     connector: self.connector,
+                    stops: VecDeque::new(),
                 }),
                 events,
                 clock: self.clock,
@@ -522,6 +527,12 @@ impl FakeOrchestrator {
     }
 
     // ----- counters --------------------------------------------------------
+
+    /// Every `stop` call that reached an instance (not failed by an injected
+    /// fault), with the mode it asked for, oldest first. The latest 10,000 are kept.
+    pub fn stop_requests(&self) -> Vec<(InstanceId, StopMode)> {
+        lock(&self.inner.state).stops.iter().cloned().collect()
+    }
 
     /// Calls received per kind since construction or the last
     /// [`reset_calls`](Self::reset_calls).
@@ -802,6 +813,10 @@ impl Orchestrator for FakeOrchestrator {
     async fn stop(&self, id: &InstanceId, mode: StopMode, _grace: Duration) -> Result<()> {
         self.enter(CallKind::Stop, id).await?;
         let mut state = lock(&self.inner.state);
+        if state.stops.len() >= STOP_HISTORY {
+            state.stops.pop_front();
+        }
+        state.stops.push_back((id.clone(), mode));
         let inst = state.instances.get_mut(id).ok_or_else(|| not_found(id))?;
         match mode {
             StopMode::Graceful => self.exit_locked(inst, 0, false, "stopped"),
