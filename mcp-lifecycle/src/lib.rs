@@ -19,6 +19,22 @@
 //!   `stop` and `delete`; see its documentation for a complete example, and
 //!   `examples/quickstart.rs` for a program that runs.
 //!
+//! ## Layers
+//!
+//! Each module uses only those below it:
+//!
+//! 1. [`spec`], [`time`], [`secret`], [`error`]: what a host asks for, and the
+//!    vocabulary everything else speaks.
+//! 2. [`state`] (pure decisions), [`ports`] and [`probe`] (the traits).
+//! 3. [`records`], [`status`], [`config`]: data that the controller writes and
+//!    the facade reads.
+//! 4. [`store`], [`mcp`], the backends (`local`), `registry`: adapters behind
+//!    the ports.
+//! 5. The controller (private): the tasks that carry out what `state`
+//!    decides — reconcile passes, probes, freshness cycles, leadership — and
+//!    the intents and reads the facade reaches it by.
+//! 6. [`lifecycle`]: the facade. It validates, sends intents and reads snapshots.
+//!
 //! ## Features
 //!
 //! - `redb` (default): the durable [`RedbStore`].
@@ -39,31 +55,30 @@
     )
 )]
 
+pub mod config;
 mod controller;
 pub mod error;
-pub mod freshness;
 pub mod lifecycle;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod mcp;
 pub mod ports;
 pub mod probe;
+pub mod records;
 #[cfg(feature = "registry")]
 pub mod registry;
 pub mod secret;
 pub mod spec;
 pub mod state;
+pub mod status;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
 
+pub use config::{LeaderElection, LifecycleConfig};
 pub use error::{Error, ErrorKind, Result};
-pub use lifecycle::{
-    ApplyOutcome, HealthSummary, InstanceStatus, LeaderElection, Lifecycle, LifecycleBuilder,
-    LifecycleConfig, LifecycleEvent, LifecycleEventKind, ResyncReport, ServerStatus, UpdateStatus,
-    Wait,
-};
+pub use lifecycle::{Lifecycle, LifecycleBuilder, Wait};
 #[cfg(feature = "local")]
 pub use local::LocalOrchestrator;
 pub use mcp::{McpPeer, McpProber, SessionPool};
@@ -76,6 +91,10 @@ pub use probe::{ProbeOutcome, ProbeTarget, Prober};
 pub use registry::RegistryResolver;
 pub use secret::SecretValue;
 pub use spec::{Limits, ServerSpec, Source, Transport, ValidationError};
+pub use status::{
+    ApplyOutcome, CycleReport, HealthSummary, InstanceStatus, LifecycleEvent, LifecycleEventKind,
+    ResyncReport, ServerStatus, UpdateStatus,
+};
 pub use store::InMemoryStore;
 #[cfg(feature = "redb")]
 pub use store::RedbStore;

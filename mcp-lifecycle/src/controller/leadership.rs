@@ -1,5 +1,7 @@
 //! Leader election for hosts that share a store (opt-in, see
-//! [`crate::lifecycle::LeaderElection`]).
+//! [`crate::config::LeaderElection`]).
+//!
+//! Layer: controller.
 //!
 //! One lease names the leader; only the leader reconciles, resyncs and runs
 //! freshness cycles, and every controller write carries its fencing token, so
@@ -11,12 +13,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::config::LeaderElection;
 use crate::error::Result;
-use crate::lifecycle::LeaderElection;
-use crate::lifecycle::records::{self, INSTANCES, InstanceRecord, SERVERS, ServerRecord};
 use crate::ports::{Fence, Lease};
+use crate::records::{self, INSTANCES, InstanceRecord, SERVERS, ServerRecord};
 
-use super::{ServerState, Shared, TrackedInstance, take_listing};
+use super::server::{ServerState, TrackedInstance};
+use super::shared::Shared;
+use super::tasks::{status_now, take_listing};
 
 /// Whether this host may act, and the fence its writes carry.
 pub(crate) struct Leadership {
@@ -61,15 +65,15 @@ impl Leadership {
 
 /// Loads server and instance records; instance records whose server is gone
 /// are deleted after their workloads (the resync removes those).
-pub(crate) async fn load_states(shared: &Arc<Shared>) -> Result<HashMap<String, ServerState>> {
+pub(super) async fn load_states(shared: &Arc<Shared>) -> Result<HashMap<String, ServerState>> {
     let store = shared.store.as_ref();
     let mut states: HashMap<String, ServerState> = HashMap::new();
     for (name, record) in records::load_all::<ServerRecord>(store, SERVERS).await? {
         states.insert(name, ServerState::new(Some(record)));
     }
-    for (name, record) in records::load_all::<crate::freshness::record::FreshnessRecord>(
+    for (name, record) in records::load_all::<crate::records::freshness::FreshnessRecord>(
         store,
-        crate::freshness::record::FRESHNESS,
+        crate::records::freshness::FRESHNESS,
     )
     .await?
     {
@@ -120,7 +124,7 @@ pub(crate) async fn install_states(shared: &Arc<Shared>, mut states: HashMap<Str
                 fresh.phase = st.phase;
                 *st = fresh;
                 slot.snapshot
-                    .send_replace(Some(super::status_now(shared, &slot.name, &st)));
+                    .send_replace(Some(status_now(shared, &slot.name, &st)));
             }
             None => shared.remove_slot(&slot),
         }
@@ -129,7 +133,7 @@ pub(crate) async fn install_states(shared: &Arc<Shared>, mut states: HashMap<Str
         let (slot, _) = shared.ensure_slot(&name, state);
         let st = slot.state.lock().await;
         slot.snapshot
-            .send_replace(Some(super::status_now(shared, &slot.name, &st)));
+            .send_replace(Some(status_now(shared, &slot.name, &st)));
     }
 }
 
@@ -176,7 +180,7 @@ async fn pick_up_host_writes(shared: &Arc<Shared>) -> Result<()> {
 }
 
 /// The election loop: acquire or renew the leader lease every `renew_every`.
-pub(crate) async fn run(shared: Arc<Shared>) {
+pub(super) async fn run(shared: Arc<Shared>) {
     let Some(election) = shared.leadership.election else {
         return;
     };

@@ -1,6 +1,8 @@
 //! One reconcile pass for one server: observe, decide (through `state::`),
 //! act through the ports, persist, publish.
 //!
+//! Layer: controller.
+//!
 //! A pass is level-triggered: it compares what the store says each instance
 //! is doing with what the runtime shows, feeds the differences to the
 //! instance machine as events, plans replicas, performs the resulting
@@ -14,22 +16,21 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use crate::error::{Error, ErrorKind};
-use crate::lifecycle::records::{
-    self, INSTANCES, InstanceRecord, SERVERS, ServerRecord, Versioned,
-};
-use crate::lifecycle::status::{InstanceStatus, LifecycleEventKind, ServerStatus};
 use crate::ports::{
     InstanceId, InstanceObservation, InstanceSpec, ResolvedEnv, RuntimeStatus, StopMode, labels,
 };
 use crate::probe::{ProbeOutcome, ProbeTarget};
+use crate::records::{self, INSTANCES, InstanceRecord, SERVERS, ServerRecord, Versioned};
 use crate::spec::{EnvSource, Source};
 use crate::state::{
     InstanceAction, InstanceEvent, InstancePhase, InstancePolicy, InstanceState, ReplicaAction,
     ReplicaView, derive_phase, plan_replicas,
 };
+use crate::status::{InstanceStatus, LifecycleEventKind, ServerStatus};
 use crate::time::Timestamp;
 
-use super::{ServerSlot, ServerState, Shared};
+use super::server::{ServerSlot, ServerState};
+use super::shared::Shared;
 
 /// What a pass leaves for the server's task.
 pub(crate) enum PassOutcome {
@@ -756,7 +757,7 @@ impl Pass<'_> {
             if st.update.version.is_some() {
                 let _ = records::remove(
                     self.shared.store.as_ref(),
-                    crate::freshness::record::FRESHNESS,
+                    crate::records::freshness::FRESHNESS,
                     self.name,
                     self.shared.leadership.fence().as_ref(),
                 )
@@ -954,7 +955,7 @@ pub(crate) fn status_of(
         configured_source,
         rollout_image: record.and_then(|r| r.rollout_image.clone()),
         running_digests: digests.into_iter().collect(),
-        update: crate::freshness::record::UpdateStatus::from(&st.update.value),
+        update: crate::records::freshness::UpdateStatus::from(&st.update.value),
         instances,
         recent_events: st.events.iter().cloned().collect(),
         observed_at: now,

@@ -1,5 +1,7 @@
 //! The controller's cached view of what the runtime runs, by server.
 //!
+//! Layer: controller.
+//!
 //! Filled by one `list` at start and at each resync, corrected by the results
 //! of the controller's own calls, and marked dirty by runtime events so the
 //! next pass inspects exactly the instances that changed. A steady-state pass

@@ -13,8 +13,8 @@ use std::time::Duration;
 use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 
 use crate::error::{Error, ErrorKind};
-use crate::freshness::record::scrub_message;
 use crate::ports::ResolveFailure;
+use crate::records::freshness::scrub_message;
 
 /// The `what` of the error for an unparsable image reference; `classify`
 /// recognises it.

@@ -50,8 +50,8 @@ use secrecy::SecretString;
 use tracing::Instrument as _;
 
 use crate::error::{Error, Result};
-use crate::freshness::record::scrub_message;
 use crate::ports::{ImageResolver, ResolveFailure};
+use crate::records::freshness::scrub_message;
 use crate::state::pinned_digest;
 
 use auth::{Credential, normalize_registry};

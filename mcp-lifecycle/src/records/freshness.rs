@@ -1,4 +1,6 @@
 //! What is stored about a server's image freshness, and what status shows.
+//!
+//! Layer: data.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,10 @@
 //! The records the controller keeps in the [`crate::Store`], and typed access
 //! to them. Everything a restarted host needs to resume lives here.
+//!
+//! Layer: data, below the controller and the facade. Typed records are
+//! written once here, above the store port.
+
+pub mod freshness;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 

@@ -1,4 +1,6 @@
 //! Host-wide settings of a [`crate::Lifecycle`].
+//!
+//! Layer: data, below the controller and the facade.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The freshness controller: on an interval, resolve what each server's
+//! The freshness cycle: on an interval, resolve what each server's
 //! configured tag points to now, compare it with the digests its ready
 //! instances run, mark an update available or roll the new digest out, and
 //! verify the rollout until it is up to date or has failed.
@@ -9,8 +9,8 @@
 //! hosts sharing a store never check or roll out the same server twice. A
 //! rollout is a change of the server record's `rollout_image` to
 //! `repo@sha256:…`; the replica planner replaces instances one at a time.
-
-pub mod record;
+//!
+//! Layer: controller (one of its tasks).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,32 +18,21 @@ use std::sync::Arc;
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 
-use crate::controller::{ServerSlot, Shared};
+use super::server::ServerSlot;
+use super::shared::Shared;
 use crate::error::{Error, Result};
-use crate::lifecycle::records::{self, SERVERS, Versioned};
-use crate::lifecycle::status::LifecycleEventKind;
 use crate::ports::{Lease, RuntimeStatus};
+use crate::records::{self, SERVERS, Versioned};
 use crate::spec::Source;
 use crate::state::{
     CheckFailure, Freshness, FreshnessAction, FreshnessEvent, InstancePhase, ServerPhase,
     derive_phase, pinned_digest,
 };
+use crate::status::LifecycleEventKind;
 use crate::time::Timestamp;
 
-use record::{CheckFailureRecord, FRESHNESS, FreshnessRecord, scrub_message};
-
-/// What one cycle did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CycleReport {
-    /// Servers whose check ran.
-    pub checked: usize,
-    /// Distinct references resolved (registry requests made).
-    pub resolved: usize,
-    /// Rollout verifications that ran.
-    pub verified: usize,
-    /// Servers skipped because another host held their lease.
-    pub leased_elsewhere: usize,
-}
+use crate::records::freshness::{CheckFailureRecord, FRESHNESS, FreshnessRecord, scrub_message};
+use crate::status::CycleReport;
 
 enum Work {
     Check { image: String },
@@ -51,7 +40,7 @@ enum Work {
 }
 
 /// Runs freshness cycles until the controller stops.
-pub(crate) async fn run(shared: Arc<Shared>) {
+pub(super) async fn run(shared: Arc<Shared>) {
     if shared.resolver.is_none() {
         return;
     }
@@ -92,7 +81,7 @@ fn jitter_sample(server: &str, now: Timestamp) -> f64 {
 }
 
 /// One cycle over every server (or just `only`, checked even if not due).
-pub(crate) async fn cycle(shared: &Arc<Shared>, only: Option<&str>) -> Result<CycleReport> {
+pub(super) async fn cycle(shared: &Arc<Shared>, only: Option<&str>) -> Result<CycleReport> {
     let Some(resolver) = shared.resolver.clone() else {
         return Err(Error::invalid(
             "freshness check",

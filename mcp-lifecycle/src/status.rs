@@ -1,11 +1,16 @@
-//! What hosts read: [`ServerStatus`] per server and the [`LifecycleEvent`]s
-//! streamed by [`crate::Lifecycle::subscribe`].
+//! What hosts read: [`ServerStatus`] per server, the [`LifecycleEvent`]s
+//! streamed by [`crate::Lifecycle::subscribe`], and the reports of host
+//! calls ([`ApplyOutcome`], [`ResyncReport`], [`CycleReport`]).
+//!
+//! Layer: data, below the controller and the facade. Plain values: this
+//! module computes nothing from the runtime or the store.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ports::InstanceId;
+pub use crate::records::freshness::UpdateStatus;
 use crate::state::ServerPhase;
 use crate::time::Timestamp;
 
@@ -36,7 +41,7 @@ pub struct ServerStatus {
     /// Distinct image digests reported by ready instances.
     pub running_digests: Vec<String>,
     /// Image freshness and update bookkeeping.
-    pub update: crate::freshness::record::UpdateStatus,
+    pub update: UpdateStatus,
     /// Every instance.
     pub instances: Vec<InstanceStatus>,
     /// The most recent events, oldest first (bounded).
@@ -168,4 +173,39 @@ impl ServerStatus {
         }
         out
     }
+}
+
+/// What a resync did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResyncReport {
+    /// Servers reconciled.
+    pub servers: usize,
+    /// Workloads the runtime listed.
+    pub workloads: usize,
+    /// Workloads removed because no spec owns them.
+    pub orphans_removed: usize,
+}
+
+/// What one freshness cycle did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Servers whose check ran.
+    pub checked: usize,
+    /// Distinct references resolved (registry requests made).
+    pub resolved: usize,
+    /// Rollout verifications that ran.
+    pub verified: usize,
+    /// Servers skipped because another host held their lease.
+    pub leased_elsewhere: usize,
+}
+
+/// What [`crate::Lifecycle::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// A new server.
+    Created,
+    /// An existing server's spec changed; its instances are replaced rolling.
+    Updated,
+    /// The spec was already in force.
+    Unchanged,
 }

@@ -1,0 +1,191 @@
+//! The controller's long-running tasks and the passes they start: one task
+//! per server, the runtime event pump, the periodic resync, and passes run
+//! from a host call's own task.
+//!
+//! Layer: controller.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tracing::Instrument;
+
+use crate::error::Result;
+use crate::ports::{EventStream, InstanceObservation, RuntimeEventKind};
+use crate::status::{ResyncReport, ServerStatus};
+
+use super::reconcile::{self, PassOutcome};
+use super::server::{ServerSlot, ServerState};
+use super::shared::Shared;
+
+/// A server's task: waits for a kick or its next wake-up, then runs a pass.
+pub(super) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
+    loop {
+        let wake = *slot.wake.lock().unwrap_or_else(|e| e.into_inner());
+        let run = tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            () = slot.kick.notified() => true,
+            () = slot.rescheduled.notified() => false,
+            () = shared.sleep_until(wake) => true,
+        };
+        if !run {
+            continue;
+        }
+        // A host that goes away mid-pass stops at the next await, like a
+        // crash: the store and the runtime must make that safe.
+        let outcome = tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            outcome = async {
+                let _permit = shared.permits.acquire().await.ok()?;
+                Some(reconcile::pass(&shared, &slot).await)
+            } => match outcome {
+                Some(outcome) => outcome,
+                None => return,
+            },
+        };
+        if let PassOutcome::Deleted = outcome {
+            shared.remove_slot(&slot);
+            return;
+        }
+    }
+}
+
+/// Reads the runtime's event stream: marks the instance for inspection and
+/// kicks its server. Resubscribes if the stream ends.
+pub(super) async fn pump_runtime_events(shared: Arc<Shared>, first: EventStream) {
+    let mut first = Some(first);
+    loop {
+        let mut stream = first.take().unwrap_or_else(|| shared.orchestrator.events());
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = shared.cancel.cancelled() => return,
+                next = stream.next() => next,
+            };
+            let Some(event) = next else { break };
+            // Starts are the controller's own doing (runtimes here never
+            // restart a workload by themselves), and their result is already
+            // recorded; exits and removals are news.
+            if event.kind == RuntimeEventKind::Started {
+                continue;
+            }
+            shared.runtime.mark_dirty(&event.server, &event.instance);
+            if let Some(slot) = shared.slot(&event.server) {
+                slot.kick.notify_one();
+            }
+        }
+        tracing::warn!("runtime event stream ended; resubscribing");
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Lists every managed workload periodically and reconciles everything.
+pub(super) async fn run_resync_loop(shared: Arc<Shared>) {
+    run_resync(shared).await;
+}
+
+async fn run_resync(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(shared.config.resync_interval) => {}
+        }
+        if let Err(error) = resync(&shared).await {
+            tracing::warn!(%error, "periodic resync failed; will retry at the next interval");
+        }
+    }
+}
+
+/// Replaces the runtime view with a listing and removes the workloads whose
+/// server is not `known` (no spec owns them). Returns how many were removed;
+/// a failed removal is retried at the next resync.
+pub(super) async fn take_listing(
+    shared: &Shared,
+    listed: Vec<InstanceObservation>,
+    known: impl Fn(&str) -> bool,
+) -> usize {
+    let (kept, orphans): (Vec<_>, Vec<_>) = listed.into_iter().partition(|o| known(&o.server));
+    shared.runtime.replace_all(kept);
+    let mut removed = 0;
+    for orphan in orphans {
+        match shared.orchestrator.remove(&orphan.id).await {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(server = %orphan.server, instance = %orphan.id, "removed a workload no spec owns");
+            }
+            Err(error) => {
+                tracing::warn!(server = %orphan.server, instance = %orphan.id, %error,
+                    "could not remove a workload no spec owns; the next resync retries");
+            }
+        }
+    }
+    removed
+}
+
+/// One list call, then a pass over every server, bounded in concurrency.
+pub(super) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
+    if !shared.leadership.may_act() {
+        return Ok(ResyncReport::default());
+    }
+    let listed = shared.orchestrator.list(&shared.managed_selector()).await?;
+    let workloads = listed.len();
+    let known: HashSet<String> = shared
+        .servers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    let orphans_removed = take_listing(shared, listed, |server| known.contains(server)).await;
+    let slots = shared.slots();
+    let servers = slots.len();
+    let concurrency = shared.config.max_concurrent_reconciles.max(1);
+    futures::stream::iter(slots)
+        .for_each_concurrent(concurrency, |slot| {
+            let shared = shared.clone();
+            async move {
+                let span = tracing::info_span!("server", server = %slot.name);
+                if let PassOutcome::Deleted = reconcile::pass(&shared, &slot).instrument(span).await
+                {
+                    shared.remove_slot(&slot);
+                }
+                // Let the server's task re-read its next wake-up.
+                slot.rescheduled.notify_one();
+            }
+        })
+        .await;
+    Ok(ResyncReport {
+        servers,
+        workloads,
+        orphans_removed,
+    })
+}
+
+/// Runs a pass now from the caller's task (host calls that must finish their
+/// work before returning: stop, delete).
+pub(super) async fn reconcile_now(shared: &Arc<Shared>, slot: &Arc<ServerSlot>) -> PassOutcome {
+    let span = tracing::info_span!("server", server = %slot.name);
+    let outcome = reconcile::pass(shared, slot).instrument(span).await;
+    match outcome {
+        PassOutcome::Deleted => shared.remove_slot(slot),
+        PassOutcome::WakeAt(_) => slot.rescheduled.notify_one(),
+    }
+    outcome
+}
+
+/// A server's status computed from its state now.
+pub(super) fn status_now(shared: &Shared, name: &str, st: &ServerState) -> ServerStatus {
+    let hash = st
+        .record
+        .as_ref()
+        .map(|r| r.value.effective_hash())
+        .unwrap_or_default();
+    let observed = shared.runtime.snapshot(name);
+    reconcile::status_of(name, st, &hash, &observed, shared.clock.now())
+}
