@@ -8,7 +8,7 @@
 //! `RECONCILE_BENCH_SERVERS` overrides the server count (default 10000) and
 //! `RECONCILE_BENCH_STEADY_RUNS` the number of steady-state passes (default 5).
 //!
-//! This is a benchmark, not a test: it prints its figures and one PASS/MISS
+//! This is a benchmark, not a test: it prints its figures and one PASS/FAIL
 //! line per goal, and exits non-zero only on a functional error (a call that
 //! fails, servers that never become Running).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -29,6 +29,11 @@ use mcp_lifecycle::{
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Counts live heap bytes, so the library's own share of memory can be told
+/// apart from the fake runtime's and the store's (which outlive a detach).
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 const IMAGE: &str = "registry.local/echo:1";
 const DEFAULT_SERVERS: usize = 10_000;
 const DEFAULT_STEADY_RUNS: usize = 5;
@@ -40,6 +45,14 @@ const QUIET_FOR: Duration = Duration::from_millis(300);
 const QUIET_MAX: Duration = Duration::from_secs(60);
 /// The issue's goal: steady-state calls at least this many times fewer than the baseline.
 const GOAL_RATIO: f64 = 50.0;
+/// Goal: a steady pass over 10,000 servers in at most 50 ms (5 µs a server).
+const GOAL_STEADY_PER_SERVER: Duration = Duration::from_micros(5);
+/// Goal: a steady pass within this factor of the naive baseline's time.
+const GOAL_STEADY_VS_BASELINE: f64 = 5.0;
+/// Goal: resident memory per server, fake runtime and store included.
+const GOAL_BYTES_PER_SERVER: f64 = 12.0 * 1024.0;
+/// Goal: store writes per instance for a cold start.
+const GOAL_COLD_WRITES_PER_INSTANCE: f64 = 2.0;
 
 fn main() -> ExitCode {
     let servers = env_usize("RECONCILE_BENCH_SERVERS", DEFAULT_SERVERS).max(1);
@@ -287,7 +300,7 @@ fn median(values: &[Duration]) -> Duration {
 }
 
 fn pass_fail(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
+    if ok { "PASS" } else { "FAIL" }
 }
 
 /// VmHWM (peak resident set) and VmRSS of this process, in bytes, from
@@ -352,6 +365,7 @@ async fn run(n: usize, steady_runs: usize) -> BenchResult<()> {
 
     // ----- ours: cold pass ---------------------------------------------------
     let mem_before = memory();
+    let heap_before = ALLOCATOR.allocated();
     let fake = fake_runtime();
     let store = Arc::new(CountingStore::default());
     let lifecycle = Lifecycle::builder()
@@ -386,6 +400,7 @@ async fn run(n: usize, steady_runs: usize) -> BenchResult<()> {
     let cold_calls_settled = fake.calls();
     let cold_store_settled = store.counts();
     let mem_after = memory();
+    let heap_after = ALLOCATOR.allocated();
 
     // Functional checks: every server Running, exactly one running instance each.
     let statuses = lifecycle.list().await;
@@ -437,6 +452,14 @@ async fn run(n: usize, steady_runs: usize) -> BenchResult<()> {
         }
         _ => println!("memory: n/a (/proc/self/status not readable)"),
     }
+    println!(
+        "heap (live bytes by the counting allocator): {:.0} bytes/server",
+        heap_after.saturating_sub(heap_before) as f64 / n as f64
+    );
+    let rss_per_server = match (mem_before, mem_after) {
+        (Some((_, rss0)), Some((_, rss1))) => Some(rss1.saturating_sub(rss0) as f64 / n as f64),
+        _ => None,
+    };
 
     // ----- ours: steady-state passes -----------------------------------------
     let mut steady_walls = Vec::with_capacity(steady_runs);
@@ -489,7 +512,20 @@ async fn run(n: usize, steady_runs: usize) -> BenchResult<()> {
         fmt_calls(&steady_worst_calls),
         steady_worst_store.writes()
     );
+    // The library's share: what dropping the Lifecycle gives back (the fake
+    // runtime and the store live on in this function).
+    let heap_with = ALLOCATOR.allocated();
     lifecycle.detach().await;
+    tokio::task::yield_now().await;
+    let heap_without = ALLOCATOR.allocated();
+    let library_share = heap_with.saturating_sub(heap_without) as f64 / n as f64;
+    println!(
+        "heap freed by dropping the Lifecycle (the library's own share): {library_share:.0} \
+         bytes/server; the fake runtime and the store keep {:.0} bytes/server",
+        heap_without.saturating_sub(heap_before) as f64 / n as f64
+    );
+    drop(fake);
+    drop(store);
 
     // ----- naive baseline ------------------------------------------------------
     let baseline = fake_runtime();
@@ -586,6 +622,35 @@ async fn run(n: usize, steady_runs: usize) -> BenchResult<()> {
         "goal steady (DESIGN.md: a steady-state pass makes no store write) (writes = {}): {}",
         steady_worst_store.writes(),
         pass_fail(no_store_writes)
+    );
+    let steady_goal = GOAL_STEADY_PER_SERVER * u32::try_from(n).unwrap_or(u32::MAX);
+    println!(
+        "goal steady: a pass over {n} servers within {} ms (5 µs a server) (median {} ms): {}",
+        ms(steady_goal),
+        ms(steady_median),
+        pass_fail(steady_median <= steady_goal)
+    );
+    let vs_baseline = steady_median.as_secs_f64() / base_steady_median.as_secs_f64().max(1e-9);
+    println!(
+        "goal steady: within {GOAL_STEADY_VS_BASELINE:.0}x of the baseline's time ({vs_baseline:.2}x): {}",
+        pass_fail(vs_baseline <= GOAL_STEADY_VS_BASELINE)
+    );
+    match rss_per_server {
+        Some(bytes) => println!(
+            "goal memory: at most {:.0} KiB resident per server, fake runtime and store included \
+             ({:.1} KiB; the library's own heap share {:.1} KiB): {}",
+            GOAL_BYTES_PER_SERVER / 1024.0,
+            bytes / 1024.0,
+            library_share / 1024.0,
+            pass_fail(bytes <= GOAL_BYTES_PER_SERVER)
+        ),
+        None => println!("goal memory: n/a (/proc/self/status not readable): MISS"),
+    }
+    let writes_per_instance = cold_store_settled.writes() as f64 / n as f64;
+    println!(
+        "goal cold: at most {GOAL_COLD_WRITES_PER_INSTANCE:.0} store writes per instance \
+         ({writes_per_instance:.2}): {}",
+        pass_fail(writes_per_instance <= GOAL_COLD_WRITES_PER_INSTANCE)
     );
     Ok(())
 }

@@ -14,8 +14,8 @@ pub use crate::records::freshness::UpdateStatus;
 use crate::state::ServerPhase;
 use crate::time::Timestamp;
 
-/// One server's status: a consistent snapshot taken after its last
-/// reconcile pass.
+/// One server's status: a consistent snapshot, current as of the server's
+/// latest reconcile pass (a pass that changes nothing it shows keeps it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerStatus {
     /// The server's name.
@@ -46,7 +46,9 @@ pub struct ServerStatus {
     pub instances: Vec<InstanceStatus>,
     /// The most recent events, oldest first (bounded).
     pub recent_events: Vec<LifecycleEvent>,
-    /// When this snapshot was taken.
+    /// When this snapshot was computed: by the latest pass (or host call)
+    /// that changed something it shows. Later passes that found nothing new
+    /// leave it, so it is not a heartbeat.
     pub observed_at: Timestamp,
 }
 

@@ -103,7 +103,7 @@ pub(super) async fn cycle(shared: &Arc<Shared>, only: Option<&str>) -> Result<Cy
     let mut due: Vec<Arc<ServerSlot>> = Vec::new();
     for slot in slots {
         let st = slot.state.lock().await;
-        let Some(record) = st.record.as_ref().filter(|r| !r.value.deleting) else {
+        let Some(record) = st.record().filter(|r| !r.value.deleting) else {
             continue;
         };
         let update = &st.update.value;
@@ -156,7 +156,7 @@ pub(super) async fn cycle(shared: &Arc<Shared>, only: Option<&str>) -> Result<Cy
         {
             st.update = stored;
         }
-        let Some(record) = st.record.as_ref().filter(|r| !r.value.deleting) else {
+        let Some(record) = st.record().filter(|r| !r.value.deleting) else {
             drop(st);
             let _ = shared.store.release_lease(&lease).await;
             continue;
@@ -257,11 +257,11 @@ async fn step_server(
     let policy = &shared.config.freshness;
     let fence = lease.fence();
     let mut st = slot.state.lock().await;
-    let Some(server) = st.record.clone() else {
+    let Some(server) = st.record().cloned() else {
         return Ok(());
     };
     let hash = server.value.effective_hash();
-    let observed = shared.runtime.snapshot(&slot.name);
+    let (observed, _) = shared.runtime.snapshot(&slot.name);
     let ready_digests = |current_only: bool| -> Vec<String> {
         st.instances
             .values()
@@ -360,7 +360,7 @@ async fn step_server(
                 let pinned = format!("{}@{digest}", repository_of(image));
                 let mut changed = server.clone();
                 update.previous_rollout_image = changed.value.rollout_image.clone();
-                changed.value.rollout_image = Some(pinned.clone());
+                Arc::make_mut(&mut changed.value).rollout_image = Some(pinned.clone());
                 match records::save(
                     shared.store.as_ref(),
                     SERVERS,
@@ -371,7 +371,7 @@ async fn step_server(
                 .await
                 {
                     Ok(()) => {
-                        st.record = Some(changed);
+                        st.set_shared_record(Some(changed));
                         update.last_reinstall_at = Some(now);
                         st.push_event(
                             shared,
@@ -396,11 +396,12 @@ async fn step_server(
                 }
             }
             FreshnessAction::AbandonRollout => {
-                let Some(current) = st.record.clone() else {
+                let Some(current) = st.record().cloned() else {
                     continue;
                 };
                 let mut changed = current;
-                changed.value.rollout_image = update.previous_rollout_image.take();
+                Arc::make_mut(&mut changed.value).rollout_image =
+                    update.previous_rollout_image.take();
                 records::save(
                     shared.store.as_ref(),
                     SERVERS,
@@ -409,7 +410,7 @@ async fn step_server(
                     Some(&fence),
                 )
                 .await?;
-                st.record = Some(changed);
+                st.set_shared_record(Some(changed));
                 st.push_event(
                     shared,
                     &slot.name,

@@ -36,7 +36,7 @@ impl Controller {
         loop {
             if let Some(slot) = self.shared.slot(&name) {
                 let mut st = slot.state.lock().await;
-                if st.record.as_ref().is_none_or(|r| r.value.deleting) {
+                if st.record().is_none_or(|r| r.value.deleting) {
                     // Being deleted: let the removal finish (retrying now), then create.
                     drop(st);
                     slot.kick.notify_one();
@@ -232,8 +232,7 @@ impl Controller {
             let mut st = slot.state.lock().await;
             let ids: Vec<InstanceId> = st.instances.keys().cloned().collect();
             let grace = st
-                .record
-                .as_ref()
+                .record()
                 .map_or(Duration::from_secs(10), |r| r.value.spec.stop_grace_period);
             for id in ids {
                 self.shared.forget_sessions(&id);
@@ -286,21 +285,21 @@ impl Controller {
     ) -> Result<bool> {
         let store = self.shared.store.as_ref();
         for _ in 0..5 {
-            let Some(record) = st.record.as_ref().filter(|r| !r.value.deleting) else {
+            let Some(record) = st.record().filter(|r| !r.value.deleting) else {
                 return Err(Error::not_found(format!("server {name:?}")));
             };
             let mut updated = record.clone();
-            if !change(&mut updated.value) {
+            if !change(Arc::make_mut(&mut updated.value)) {
                 return Ok(false);
             }
             match records::save(store, SERVERS, name, &mut updated, None).await {
                 Ok(()) => {
-                    st.record = Some(updated);
+                    st.set_shared_record(Some(updated));
                     return Ok(true);
                 }
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     match records::load::<ServerRecord>(store, SERVERS, name).await? {
-                        Some(fresh) => st.record = Some(fresh),
+                        Some(fresh) => st.set_record(Some(fresh)),
                         None => return Err(Error::not_found(format!("server {name:?}"))),
                     }
                 }
@@ -332,7 +331,7 @@ impl Controller {
         if !self.change_server(&slot.name, st, change).await? {
             return Ok(());
         }
-        let desired = st.record.as_ref().map_or(0, |r| r.value.desired());
+        let desired = st.record().map_or(0, |r| r.value.desired());
         st.push_event(
             &self.shared,
             &slot.name,

@@ -109,6 +109,9 @@ pub(super) async fn load_states(shared: &Arc<Shared>) -> Result<HashMap<String, 
             }
         }
     }
+    for state in states.values_mut() {
+        state.settle_ordinals();
+    }
     Ok(states)
 }
 
@@ -159,13 +162,13 @@ async fn pick_up_host_writes(shared: &Arc<Shared>) -> Result<()> {
         match shared.slot(&name) {
             Some(slot) => {
                 let mut st = slot.state.lock().await;
-                let newer = match (&st.record, stored.version) {
+                let newer = match (st.record(), stored.version) {
                     (Some(mine), Some(theirs)) => mine.version.is_none_or(|v| v < theirs),
                     (None, _) => false,
                     (Some(_), None) => false,
                 };
                 if newer {
-                    st.record = Some(stored);
+                    st.set_record(Some(stored));
                     drop(st);
                     slot.kick.notify_one();
                 }

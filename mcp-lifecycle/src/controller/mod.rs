@@ -98,7 +98,7 @@ impl Controller {
             permits: Semaphore::new(config.max_concurrent_reconciles.max(1)),
             config,
             events,
-            servers: RwLock::new(HashMap::new()),
+            servers: RwLock::new(HashMap::default()),
             runtime: RuntimeView::default(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),

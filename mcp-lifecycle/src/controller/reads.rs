@@ -38,7 +38,7 @@ impl Controller {
     async fn snapshot(&self, slot: &ServerSlot) -> Option<ServerStatus> {
         let st = slot.state.lock().await;
         // A server being deleted is gone from the host's point of view.
-        if st.record.as_ref().is_none_or(|r| r.value.deleting) {
+        if st.record().is_none_or(|r| r.value.deleting) {
             return None;
         }
         drop(st);

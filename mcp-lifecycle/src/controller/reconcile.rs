@@ -29,6 +29,7 @@ use crate::state::{
 use crate::status::{InstanceStatus, LifecycleEventKind, ServerStatus};
 use crate::time::Timestamp;
 
+use super::runtime_view::ObservedMap;
 use super::server::{ServerSlot, ServerState};
 use super::shared::Shared;
 
@@ -55,16 +56,12 @@ pub(crate) async fn pass(shared: &Arc<Shared>, slot: &ServerSlot) -> PassOutcome
         errors: 0,
         again: false,
         phases_changed: false,
-        hash: st
-            .record
-            .as_ref()
-            .map(|r| r.value.effective_hash())
-            .unwrap_or_default(),
+        hash: st.hash().clone(),
     };
     let outcome = p.run(&mut st).await;
     if let PassOutcome::WakeAt(wake) = outcome {
         *slot.wake.lock().unwrap_or_else(|e| e.into_inner()) = wake;
-        let desired = st.record.as_ref().map_or(0, |r| r.value.desired());
+        let desired = st.record().map_or(0, |r| r.value.desired());
         let phase = derive_phase(
             desired,
             st.instances.values().map(|t| &t.record.value.state.phase),
@@ -79,23 +76,43 @@ pub(crate) async fn pass(shared: &Arc<Shared>, slot: &ServerSlot) -> PassOutcome
                 format!("server is {}", phase.name()),
             );
         }
-        let ready: Vec<InstanceId> = st
+        let ready_unchanged = st
             .instances
             .values()
             .filter(|t| matches!(t.record.value.state.phase, InstancePhase::Ready { .. }))
-            .map(|t| t.record.value.id.clone())
-            .collect();
-        if ready != st.ready {
-            st.ready = ready;
+            .map(|t| &t.record.value.id)
+            .eq(st.ready.iter());
+        if !ready_unchanged {
+            st.ready = st
+                .instances
+                .values()
+                .filter(|t| matches!(t.record.value.state.phase, InstancePhase::Ready { .. }))
+                .map(|t| t.record.value.id.clone())
+                .collect();
             slot.ready_generation
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             shared.tools_cache.forget(&slot.name);
         }
-        let observed = shared.runtime.snapshot(&slot.name);
-        let status = status_of(&slot.name, &st, &p.hash, &observed, p.now);
-        slot.snapshot.send_replace(Some(status));
+        publish_if_changed(shared, slot, &mut st, p.now);
     }
     outcome
+}
+
+/// Publishes the server's status unless nothing it shows has changed since
+/// the last one (a steady pass builds no status).
+pub(crate) fn publish_if_changed(
+    shared: &Shared,
+    slot: &ServerSlot,
+    st: &mut ServerState,
+    now: Timestamp,
+) {
+    let (observed, generation) = shared.runtime.snapshot(&slot.name);
+    if st.published == Some((st.revision, generation)) {
+        return;
+    }
+    let status = status_of(&slot.name, st, &observed, now);
+    st.published = Some((st.revision, generation));
+    slot.snapshot.send_replace(Some(status));
 }
 
 struct Pass<'a> {
@@ -106,8 +123,8 @@ struct Pass<'a> {
     again: bool,
     /// Whether an instance changed phase since this was last cleared.
     phases_changed: bool,
-    /// The workload hash of what new instances run (computed once a pass).
-    hash: String,
+    /// The workload hash of what new instances run (computed when the record changes).
+    hash: Arc<str>,
 }
 
 impl Pass<'_> {
@@ -115,7 +132,7 @@ impl Pass<'_> {
         // A host's stop mode applies to this pass's removals alone.
         let stop_mode = st.pending_stop.take().unwrap_or(StopMode::Graceful);
         self.refresh_dirty().await;
-        let record = match st.record.as_ref() {
+        let record = match st.record() {
             Some(r) if !r.value.deleting => r.value.clone(),
             _ => return self.remove_everything(st, stop_mode).await,
         };
@@ -124,7 +141,7 @@ impl Pass<'_> {
             failure_threshold: record.spec.health.failure_threshold,
             startup_timeout: record.spec.health.startup_timeout,
         };
-        let observed = self.shared.runtime.snapshot(self.name);
+        let (observed, _) = self.shared.runtime.snapshot(self.name);
         self.adopt_unknown(st, &record, &observed).await;
 
         // Level-triggered events from what the runtime shows, then time.
@@ -216,8 +233,15 @@ impl Pass<'_> {
             self.shared.forget_sessions(id);
         }
         if after != before {
+            // Starting, Ready and Unhealthy are observed, not decided: a host
+            // that restarts re-derives them by probing. Only what a restart
+            // must resume from (attempts, failures, stops) is written, unless
+            // standbys show status from the store (leader election).
+            if self.shared.leadership.election.is_some() || !after.resumes_like(&before) {
+                tracked.dirty = true;
+            }
             tracked.record.value.state = after.clone();
-            tracked.dirty = true;
+            st.revision += 1;
             if after.phase.name() != before.phase.name() {
                 self.phases_changed = true;
                 let message = match &after.phase {
@@ -252,7 +276,7 @@ impl Pass<'_> {
         mode: StopMode,
         queue: &mut VecDeque<(InstanceId, InstanceAction)>,
     ) {
-        let Some(record) = st.record.as_ref().map(|r| r.value.clone()) else {
+        let Some(record) = st.record().map(|r| r.value.clone()) else {
             return;
         };
         let hash = self.hash.clone();
@@ -263,7 +287,7 @@ impl Pass<'_> {
                 .map(|t| ReplicaView {
                     id: &t.record.value.id,
                     ordinal: t.record.value.ordinal,
-                    current: t.record.value.spec_hash == hash,
+                    current: *t.record.value.spec_hash == *hash,
                     phase: &t.record.value.state.phase,
                 })
                 .collect();
@@ -315,8 +339,11 @@ impl Pass<'_> {
         }
     }
 
-    /// Allocates ordinals durably, then writes the new instance records
-    /// before anything is started, so a crash never leaves an unknown workload.
+    /// Allocates ordinals, then writes the new instance records before
+    /// anything is started, so a crash never leaves an unknown workload and a
+    /// deposed leader (whose fenced write fails) starts nothing. Ordinals are
+    /// durable through those records: a host that loads them resumes after
+    /// the largest (see `ServerState::settle_ordinals`).
     async fn create_instances(
         &mut self,
         st: &mut ServerState,
@@ -324,23 +351,11 @@ impl Pass<'_> {
         hash: &str,
         n: u32,
     ) -> Vec<InstanceId> {
-        let Some(server) = st.record.as_mut() else {
+        let Some(first) = st.record().map(|r| r.value.next_ordinal) else {
             return vec![];
         };
-        let first = server.value.next_ordinal;
-        server.value.next_ordinal = first + u64::from(n);
-        if let Err(error) = records::save(
-            self.shared.store.as_ref(),
-            SERVERS,
-            self.name,
-            server,
-            self.shared.leadership.fence().as_ref(),
-        )
-        .await
-        {
-            server.value.next_ordinal = first;
-            self.store_error(st, "allocating instance ordinals", &error);
-            return vec![];
+        if let Some(server) = st.record_mut() {
+            Arc::make_mut(&mut server.value).next_ordinal = first + u64::from(n);
         }
         let mut created = Vec::new();
         for ordinal in first..first + u64::from(n) {
@@ -564,7 +579,7 @@ impl Pass<'_> {
         record: &ServerRecord,
         policy: &InstancePolicy,
     ) {
-        let observed = self.shared.runtime.snapshot(self.name);
+        let (observed, _) = self.shared.runtime.snapshot(self.name);
         let due: Vec<(InstanceId, bool, InstanceObservation)> = st
             .instances
             .values()
@@ -635,7 +650,7 @@ impl Pass<'_> {
         &mut self,
         st: &mut ServerState,
         record: &ServerRecord,
-        observed: &std::collections::BTreeMap<InstanceId, InstanceObservation>,
+        observed: &ObservedMap,
     ) {
         let unknown: Vec<&InstanceObservation> = observed
             .values()
@@ -660,7 +675,7 @@ impl Pass<'_> {
                 .rsplit_once('-')
                 .and_then(|(_, n)| n.parse::<u64>().ok())
                 .unwrap_or(u64::MAX);
-            let source = if obs.spec_hash == self.hash {
+            let source = if *obs.spec_hash == *self.hash {
                 record.effective_source()
             } else {
                 record.spec.source.clone()
@@ -692,12 +707,13 @@ impl Pass<'_> {
                 self.store_error(st, "adopting a workload", &error);
                 continue;
             }
-            if let Some(server) = st.record.as_mut()
-                && ordinal != u64::MAX
+            // Its record, written above, keeps the ordinal in use; the
+            // record's next ordinal moves past it in memory.
+            if ordinal != u64::MAX
+                && let Some(server) = st.record_mut()
                 && server.value.next_ordinal <= ordinal
             {
-                server.value.next_ordinal = ordinal + 1;
-                st.record_dirty = true;
+                Arc::make_mut(&mut server.value).next_ordinal = ordinal + 1;
             }
             st.next_probe.insert(obs.id.clone(), self.now);
             st.track(
@@ -711,7 +727,7 @@ impl Pass<'_> {
 
     /// Removes every workload and record of a deleted server.
     async fn remove_everything(&mut self, st: &mut ServerState, mode: StopMode) -> PassOutcome {
-        let observed = self.shared.runtime.snapshot(self.name);
+        let (observed, _) = self.shared.runtime.snapshot(self.name);
         let ids: BTreeSet<InstanceId> = st
             .instances
             .keys()
@@ -719,8 +735,7 @@ impl Pass<'_> {
             .chain(observed.keys().cloned())
             .collect();
         let grace = st
-            .record
-            .as_ref()
+            .record()
             .map_or(DEFAULT_STOP_GRACE, |r| r.value.spec.stop_grace_period);
         for id in ids {
             let Some(tracked) = st.instances.get(&id) else {
@@ -739,7 +754,7 @@ impl Pass<'_> {
             self.stop_and_remove(st, &id, mode, grace).await;
         }
         if self.errors == 0 && st.instances.is_empty() {
-            if st.record.is_some() {
+            if st.record().is_some() {
                 if let Err(error) = records::remove(
                     self.shared.store.as_ref(),
                     SERVERS,
@@ -752,7 +767,7 @@ impl Pass<'_> {
                     st.error_streak = st.error_streak.saturating_add(1);
                     return PassOutcome::WakeAt(Some(self.now + error_backoff(st.error_streak)));
                 }
-                st.record = None;
+                st.set_record(None);
             }
             if st.update.version.is_some() {
                 let _ = records::remove(
@@ -775,20 +790,8 @@ impl Pass<'_> {
     async fn persist(&mut self, st: &mut ServerState) {
         let store = self.shared.store.clone();
         let fence = self.shared.leadership.fence();
-        if st.record_dirty
-            && let Some(server) = st.record.as_mut()
-        {
-            match records::save(store.as_ref(), SERVERS, self.name, server, fence.as_ref()).await {
-                Ok(()) => st.record_dirty = false,
-                Err(error) => {
-                    let e = error.to_string();
-                    self.errors += 1;
-                    tracing::warn!(error = %e, "saving the server record failed; will retry");
-                }
-            }
-        }
         let mut failures = Vec::new();
-        for tracked in st.instances.values_mut().filter(|t| t.dirty) {
+        for (_, tracked) in st.instances.iter_mut().filter(|(_, t)| t.dirty) {
             let key = tracked.record.value.id.to_string();
             match records::save(
                 store.as_ref(),
@@ -890,11 +893,11 @@ fn error_backoff(streak: u32) -> Duration {
 pub(crate) fn status_of(
     name: &str,
     st: &ServerState,
-    hash: &str,
-    observed: &std::collections::BTreeMap<InstanceId, InstanceObservation>,
+    observed: &ObservedMap,
     now: Timestamp,
 ) -> ServerStatus {
-    let record = st.record.as_ref().map(|r| &r.value);
+    let hash: &str = st.hash();
+    let record = st.record().map(|r| &*r.value);
     let desired = record.map_or(0, ServerRecord::desired);
     let phase = derive_phase(
         desired,

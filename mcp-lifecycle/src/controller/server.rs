@@ -4,8 +4,10 @@
 //!
 //! Layer: controller. Owned by the controller's tasks; the facade never sees it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
+use litemap::LiteMap;
 use tokio::sync::{Notify, watch};
 
 use crate::ports::{InstanceId, StopMode};
@@ -35,11 +37,20 @@ pub(crate) struct ServerSlot {
 
 /// What the controller knows of one server; guarded by the slot's lock.
 pub(crate) struct ServerState {
-    /// `None` once deleted.
-    pub(crate) record: Option<Versioned<ServerRecord>>,
-    /// Whether `record` has changes not yet in the store.
-    pub(crate) record_dirty: bool,
-    pub(crate) instances: BTreeMap<InstanceId, TrackedInstance>,
+    /// `None` once deleted. Shared, so a pass holds it without copying the
+    /// spec; set it through [`ServerState::set_record`], which keeps `hash`.
+    record: Option<Versioned<Arc<ServerRecord>>>,
+    /// The workload hash of what new instances run, computed when the record
+    /// is set (hashing the spec every pass would dominate a steady pass).
+    hash: Arc<str>,
+    /// Bumped by every change a status shows (instances, events, freshness);
+    /// a pass that leaves it and the runtime view alone republishes nothing.
+    pub(crate) revision: u64,
+    /// The revision and runtime-view generation of the published status.
+    pub(crate) published: Option<(u64, u64)>,
+    /// Sorted by id; a flat map, since a server has few instances and a
+    /// B-tree node would cost kilobytes for each server.
+    pub(crate) instances: LiteMap<InstanceId, TrackedInstance>,
     pub(crate) next_probe: HashMap<InstanceId, Timestamp>,
     pub(crate) events: VecDeque<LifecycleEvent>,
     /// Consecutive passes with a failed runtime or store call.
@@ -63,10 +74,12 @@ pub(crate) struct TrackedInstance {
 
 impl ServerState {
     pub(crate) fn new(record: Option<Versioned<ServerRecord>>) -> Self {
-        ServerState {
-            record,
-            record_dirty: false,
-            instances: BTreeMap::new(),
+        let mut state = ServerState {
+            record: None,
+            hash: Arc::from(""),
+            revision: 0,
+            published: None,
+            instances: LiteMap::new_vec(),
             next_probe: HashMap::new(),
             events: VecDeque::new(),
             error_streak: 0,
@@ -77,7 +90,85 @@ impl ServerState {
                 version: None,
             },
             ready: Vec::new(),
+        };
+        state.set_record(record);
+        state
+    }
+
+    /// The server record, if the server is not deleted.
+    pub(crate) fn record(&self) -> Option<&Versioned<Arc<ServerRecord>>> {
+        self.record.as_ref()
+    }
+
+    /// The record to change in place: only fields outside the workload hash
+    /// (`next_ordinal`, `stopped`, `deleting`) may change through it.
+    pub(crate) fn record_mut(&mut self) -> Option<&mut Versioned<Arc<ServerRecord>>> {
+        self.revision += 1;
+        self.record.as_mut()
+    }
+
+    /// Replaces the record and recomputes the workload hash.
+    pub(crate) fn set_record(&mut self, record: Option<Versioned<ServerRecord>>) {
+        self.set_shared_record(record.map(|r| Versioned {
+            value: Arc::new(r.value),
+            version: r.version,
+        }));
+    }
+
+    /// [`Self::set_record`] for a record already shared. The record's
+    /// `next_ordinal` never moves back below what is in use (a record read
+    /// back from the store may hold an older value: ordinals are durable
+    /// through instance records, not through the server record).
+    pub(crate) fn set_shared_record(&mut self, mut record: Option<Versioned<Arc<ServerRecord>>>) {
+        let floor = self.ordinal_floor();
+        if let Some(r) = record.as_mut()
+            && r.value.next_ordinal < floor
+        {
+            Arc::make_mut(&mut r.value).next_ordinal = floor;
         }
+        let unchanged_spec = match (&self.record, &record) {
+            (Some(old), Some(new)) => {
+                old.value.spec == new.value.spec
+                    && old.value.rollout_image == new.value.rollout_image
+            }
+            _ => false,
+        };
+        if !unchanged_spec {
+            self.hash = record
+                .as_ref()
+                .map_or_else(|| Arc::from(""), |r| Arc::from(r.value.effective_hash()));
+        }
+        self.record = record;
+        self.revision += 1;
+    }
+
+    /// The smallest ordinal no instance (tracked, or allocated by the record
+    /// in memory) has used.
+    fn ordinal_floor(&self) -> u64 {
+        let tracked = self
+            .instances
+            .values()
+            .map(|t| t.record.value.ordinal.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        let allocated = self.record.as_ref().map_or(0, |r| r.value.next_ordinal);
+        tracked.max(allocated)
+    }
+
+    /// Raises the record's `next_ordinal` above every tracked instance (after
+    /// loading instance records from the store).
+    pub(crate) fn settle_ordinals(&mut self) {
+        let floor = self.ordinal_floor();
+        if let Some(r) = self.record.as_mut()
+            && r.value.next_ordinal < floor
+        {
+            Arc::make_mut(&mut r.value).next_ordinal = floor;
+        }
+    }
+
+    /// The workload hash of what new instances run ("" once deleted).
+    pub(crate) fn hash(&self) -> &Arc<str> {
+        &self.hash
     }
 
     /// Starts tracking an instance whose record is already in the store.
@@ -90,6 +181,7 @@ impl ServerState {
     ) {
         let id = record.value.id.clone();
         let server = record.value.server.clone();
+        self.revision += 1;
         self.instances.insert(
             id.clone(),
             TrackedInstance {
@@ -117,6 +209,7 @@ impl ServerState {
             message,
         };
         tracing::debug!(server, instance = ?instance.map(InstanceId::as_str), ?kind, "{}", event.message);
+        self.revision += 1;
         while self.events.len() >= shared.config.event_history.max(1) {
             self.events.pop_front();
         }

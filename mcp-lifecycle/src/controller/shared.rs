@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: LifecycleConfig,
     pub(crate) events: broadcast::Sender<LifecycleEvent>,
-    pub(crate) servers: RwLock<HashMap<String, Arc<ServerSlot>>>,
+    pub(crate) servers: RwLock<HashMap<String, Arc<ServerSlot>, foldhash::fast::RandomState>>,
     pub(crate) runtime: RuntimeView,
     pub(crate) permits: Semaphore,
     pub(crate) cancel: CancellationToken,

@@ -4,7 +4,6 @@
 //!
 //! Layer: controller.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,10 +37,12 @@ pub(super) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
         let outcome = tokio::select! {
             biased;
             () = shared.cancel.cancelled() => return,
-            outcome = async {
+            // Boxed: a pass's future is large, and an idle server's task
+            // would otherwise carry its space while it sleeps.
+            outcome = Box::pin(async {
                 let _permit = shared.permits.acquire().await.ok()?;
                 Some(reconcile::pass(&shared, &slot).await)
-            } => match outcome {
+            }) => match outcome {
                 Some(outcome) => outcome,
                 None => return,
             },
@@ -135,14 +136,8 @@ pub(super) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
     }
     let listed = shared.orchestrator.list(&shared.managed_selector()).await?;
     let workloads = listed.len();
-    let known: HashSet<String> = shared
-        .servers
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .keys()
-        .cloned()
-        .collect();
-    let orphans_removed = take_listing(shared, listed, |server| known.contains(server)).await;
+    let orphans_removed =
+        take_listing(shared, listed, |server| shared.slot(server).is_some()).await;
     let slots = shared.slots();
     let servers = slots.len();
     let concurrency = shared.config.max_concurrent_reconciles.max(1);
@@ -151,12 +146,18 @@ pub(super) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
             let shared = shared.clone();
             async move {
                 let span = tracing::info_span!("server", server = %slot.name);
-                if let PassOutcome::Deleted = reconcile::pass(&shared, &slot).instrument(span).await
-                {
-                    shared.remove_slot(&slot);
+                let before = *slot.wake.lock().unwrap_or_else(|e| e.into_inner());
+                match reconcile::pass(&shared, &slot).instrument(span).await {
+                    PassOutcome::Deleted => shared.remove_slot(&slot),
+                    // Let the server's task re-read its next wake-up if it
+                    // moved earlier (a later one only costs it an early, idle
+                    // pass; waking 10,000 tasks per resync costs more).
+                    PassOutcome::WakeAt(after) => {
+                        if before.is_none_or(|b| after.is_some_and(|a| a < b)) {
+                            slot.rescheduled.notify_one();
+                        }
+                    }
                 }
-                // Let the server's task re-read its next wake-up.
-                slot.rescheduled.notify_one();
             }
         })
         .await;
@@ -181,11 +182,6 @@ pub(super) async fn reconcile_now(shared: &Arc<Shared>, slot: &Arc<ServerSlot>) 
 
 /// A server's status computed from its state now.
 pub(super) fn status_now(shared: &Shared, name: &str, st: &ServerState) -> ServerStatus {
-    let hash = st
-        .record
-        .as_ref()
-        .map(|r| r.value.effective_hash())
-        .unwrap_or_default();
-    let observed = shared.runtime.snapshot(name);
-    reconcile::status_of(name, st, &hash, &observed, shared.clock.now())
+    let (observed, _) = shared.runtime.snapshot(name);
+    reconcile::status_of(name, st, &observed, shared.clock.now())
 }

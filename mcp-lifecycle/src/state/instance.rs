@@ -199,6 +199,21 @@ impl InstanceState {
         }
     }
 
+    /// Whether a host that restarts from `other` would resume this instance
+    /// the same way: both are pending, starting, ready or unhealthy (phases a
+    /// restarted host re-derives by starting idempotently and probing) with
+    /// the same attempt count and last failure. Failed, stopping and stopped
+    /// states, and every attempt or failure change, are never alike.
+    pub fn resumes_like(&self, other: &InstanceState) -> bool {
+        let observed = |phase: &InstancePhase| {
+            matches!(phase, InstancePhase::Pending) || phase.may_be_running()
+        };
+        observed(&self.phase)
+            && observed(&other.phase)
+            && self.attempt == other.attempt
+            && self.last_failure == other.last_failure
+    }
+
     /// When a failed instance's retry is due.
     pub fn next_retry_at(&self) -> Option<Timestamp> {
         match &self.phase {

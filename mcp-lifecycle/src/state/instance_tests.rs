@@ -370,3 +370,54 @@ proptest! {
         prop_assert_eq!(s.attempt, if stable { 1 } else { crashes + 1 });
     }
 }
+
+/// What a restart must resume from is never "alike": a crash (attempt,
+/// failure), a stop; what probing re-derives is.
+#[test]
+fn resumes_like_separates_durable_changes_from_observed_ones() {
+    let policy = InstancePolicy::default();
+    let pending = InstanceState::new();
+    let starting = pending
+        .step(&InstanceEvent::StartRequested, t(0), &policy)
+        .0
+        .step(&InstanceEvent::Started, t(0), &policy)
+        .0;
+    let ready = starting.step(&InstanceEvent::ProbePassed, t(1), &policy).0;
+    assert!(matches!(ready.phase, InstancePhase::Ready { .. }));
+    assert!(ready.resumes_like(&pending) && pending.resumes_like(&ready));
+    assert!(ready.resumes_like(&starting));
+
+    let failed = ready.step(&exited(), t(2), &policy).0;
+    assert!(matches!(failed.phase, InstancePhase::Failed { .. }));
+    assert!(!failed.resumes_like(&ready) && !ready.resumes_like(&failed));
+
+    let retried = failed
+        .step(
+            &InstanceEvent::Tick,
+            failed.next_retry_at().unwrap(),
+            &policy,
+        )
+        .0;
+    assert!(!retried.resumes_like(&failed), "leaving Failed is written");
+    let restarted = retried
+        .step(&InstanceEvent::Started, t(100), &policy)
+        .0
+        .step(&InstanceEvent::ProbePassed, t(100), &policy)
+        .0;
+    assert!(
+        restarted.resumes_like(&retried),
+        "same attempt, same failure"
+    );
+    assert!(!restarted.resumes_like(&ready), "the attempt count differs");
+
+    let stopping = ready
+        .step(
+            &InstanceEvent::StopRequested {
+                mode: crate::ports::StopMode::Graceful,
+            },
+            t(3),
+            &policy,
+        )
+        .0;
+    assert!(!stopping.resumes_like(&ready));
+}
