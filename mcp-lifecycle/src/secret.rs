@@ -13,7 +13,8 @@
 //! registered process-wide, and [`redact`], [`RedactingWriter`] and (feature
 //! `tracing-subscriber`) [`redacting`] remove it, in every escaped form it
 //! takes in log text, from whatever a host writes through them. A value stays
-//! registered while any clone of it lives.
+//! registered while any clone of it lives; the controller keeps the values an
+//! instance was started with for as long as it tracks the instance.
 //!
 //! This file owns [`SecretValue`]; `secret/registry.rs` the registry and
 //! [`redact`], `secret/forms.rs` the escaped forms, `secret/writer.rs` the

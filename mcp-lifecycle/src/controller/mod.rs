@@ -29,6 +29,7 @@ use crate::ports::{
     StopMode, Store, labels,
 };
 use crate::probe::Prober;
+use crate::secret::SecretValue;
 use crate::state::ServerPhase;
 use crate::time::{Clock, Timestamp};
 
@@ -102,6 +103,22 @@ pub(crate) struct ServerState {
 pub(crate) struct TrackedInstance {
     pub(crate) record: Versioned<InstanceRecord>,
     pub(crate) dirty: bool,
+    /// The secret values its starts were given, one per distinct value.
+    /// Held while the instance is tracked so they stay registered for log
+    /// redaction as long as the workload may hold them (the runtime's client
+    /// logs them when it inspects the workload); dropped with the instance.
+    pub(crate) secrets: Vec<SecretValue>,
+}
+
+impl TrackedInstance {
+    /// An instance with no secrets held yet.
+    pub(crate) fn new(record: Versioned<InstanceRecord>) -> Self {
+        TrackedInstance {
+            record,
+            dirty: false,
+            secrets: Vec::new(),
+        }
+    }
 }
 
 impl ServerState {
@@ -133,13 +150,8 @@ impl ServerState {
     ) {
         let id = record.value.id.clone();
         let server = record.value.server.clone();
-        self.instances.insert(
-            id.clone(),
-            TrackedInstance {
-                record,
-                dirty: false,
-            },
-        );
+        self.instances
+            .insert(id.clone(), TrackedInstance::new(record));
         self.push_event(shared, &server, Some(&id), kind, message);
     }
 
