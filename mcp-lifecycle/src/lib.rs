@@ -125,6 +125,11 @@ pub use store::RedbStore;
 pub use time::{Clock, SystemClock, Timestamp, TokioClock};
 
 /// The README's example, compiled as a doctest so it cannot rot.
-#[cfg(all(doctest, feature = "local", feature = "redb"))]
+#[cfg(all(
+    doctest,
+    feature = "local",
+    feature = "redb",
+    feature = "tracing-subscriber"
+))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
