@@ -44,21 +44,26 @@ pub const REDACTED: &str = "[redacted]";
 #[derive(Clone)]
 pub struct SecretValue(Arc<Held>);
 
-/// The value and its registration, shared by every clone.
+/// The value and whether it is registered, shared by every clone.
 struct Held {
     value: SecretString,
-    _registration: Option<registry::Registration>,
+    registered: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.registered {
+            registry::deregister(self.value.expose_secret());
+        }
+    }
 }
 
 impl SecretValue {
     /// Wraps a value and registers it for log redaction.
     pub fn new(value: impl Into<String>) -> Self {
         let value = SecretString::from(value.into());
-        let registration = registry::Registration::new(value.expose_secret());
-        SecretValue(Arc::new(Held {
-            value,
-            _registration: registration,
-        }))
+        let registered = registry::register(value.expose_secret());
+        SecretValue(Arc::new(Held { value, registered }))
     }
 
     /// The plain value, for handing to the runtime. Never log it.

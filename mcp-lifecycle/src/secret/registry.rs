@@ -4,6 +4,7 @@
 //! Every non-empty [`SecretValue`](super::SecretValue) registers its value
 //! when it is created; clones share one registration (an `Arc`), which is
 //! withdrawn when the last clone drops, so rotated values do not accumulate.
+//! Equal values created separately are counted, not repeated.
 //! [`redact`] and [`redact_bytes`] replace every live value — in each of the
 //! forms `forms.rs` lists — with [`REDACTED`].
 //!
@@ -16,12 +17,12 @@
 //! `forms.rs`, the log writers in `writer.rs`.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use secrecy::{ExposeSecret, SecretString};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{REDACTED, forms};
 
@@ -40,60 +41,64 @@ pub const SHORT_SECRET_LEN: usize = 8;
 pub(super) const WITHHELD: &str =
     "[log text withheld: the secret redaction matcher could not be built]\n";
 
-/// The live values, each with its registration id.
-static VALUES: Mutex<Vec<(u64, SecretString)>> = Mutex::new(Vec::new());
-/// How many values are live: the fast path when there are none.
+/// The distinct live values, each with how many registrations hold it.
+/// Keys are zeroized when removed.
+static VALUES: Mutex<BTreeMap<Box<str>, usize>> = Mutex::new(BTreeMap::new());
+/// How many distinct values are live: the fast path when there are none.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
-/// Bumped on every change to [`VALUES`].
+/// Bumped whenever the set of distinct values changes.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static WARNED_SHORT: AtomicBool = AtomicBool::new(false);
 /// The matcher for one generation of [`VALUES`].
 static COMPILED: RwLock<Option<Arc<Compiled>>> = RwLock::new(None);
 
-/// A value's place in the registry; dropping it withdraws the value.
-pub(super) struct Registration {
-    id: u64,
-}
-
-impl Registration {
-    /// Registers `value`; `None` for an empty value.
-    pub(super) fn new(value: &str) -> Option<Registration> {
-        if value.is_empty() {
-            return None;
-        }
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut values = VALUES.lock().unwrap_or_else(PoisonError::into_inner);
-            values.push((id, SecretString::from(value)));
-            LIVE.store(values.len(), Ordering::SeqCst);
-            GENERATION.fetch_add(1, Ordering::SeqCst);
-        }
-        // Logged after the lock is released: the log writer reads the registry.
-        if value.len() < SHORT_SECRET_LEN && !WARNED_SHORT.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "a secret value shorter than {SHORT_SECRET_LEN} bytes is live: redacted logs \
-                 replace every occurrence of it, also inside unrelated text"
-            );
-        }
-        Some(Registration { id })
+/// Registers one holder of `value`; `false` (nothing registered) for an
+/// empty value. A value equal to a live one only counts one more holder, so
+/// the matcher is not rebuilt.
+pub(super) fn register(value: &str) -> bool {
+    if value.is_empty() {
+        return false;
     }
+    {
+        let mut values = VALUES.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = values.get_mut(value) {
+            *count += 1;
+            return true;
+        }
+        values.insert(Box::from(value), 1);
+        LIVE.store(values.len(), Ordering::SeqCst);
+        GENERATION.fetch_add(1, Ordering::SeqCst);
+    }
+    // Logged after the lock is released: the log writer reads the registry.
+    if value.len() < SHORT_SECRET_LEN && !WARNED_SHORT.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "a secret value shorter than {SHORT_SECRET_LEN} bytes is live: redacted logs \
+             replace every occurrence of it, also inside unrelated text"
+        );
+    }
+    true
 }
 
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let removed = {
-            let mut values = VALUES.lock().unwrap_or_else(PoisonError::into_inner);
-            let removed = values
-                .iter()
-                .position(|(id, _)| *id == self.id)
-                .map(|at| values.swap_remove(at));
-            LIVE.store(values.len(), Ordering::SeqCst);
-            GENERATION.fetch_add(1, Ordering::SeqCst);
-            removed
+/// Withdraws one holder of `value`, registered by [`register`]; the value
+/// stops being redacted when its last holder is withdrawn.
+pub(super) fn deregister(value: &str) {
+    let removed = {
+        let mut values = VALUES.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(count) = values.get_mut(value) else {
+            return;
         };
-        // The value is zeroized here, outside the lock.
-        drop(removed);
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        let removed = values.remove_entry(value).map(|(key, _)| String::from(key));
+        LIVE.store(values.len(), Ordering::SeqCst);
+        GENERATION.fetch_add(1, Ordering::SeqCst);
+        removed
+    };
+    // Zeroized outside the lock.
+    if let Some(mut key) = removed {
+        key.zeroize();
     }
 }
 
@@ -123,8 +128,8 @@ fn current() -> Arc<Compiled> {
     let patterns: Vec<Zeroizing<String>> = {
         let values = VALUES.lock().unwrap_or_else(PoisonError::into_inner);
         let mut patterns = Vec::new();
-        for (_, value) in values.iter() {
-            patterns.extend(forms::forms(value.expose_secret()));
+        for value in values.keys() {
+            patterns.extend(forms::forms(value));
         }
         patterns
     };
