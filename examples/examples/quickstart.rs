@@ -47,11 +47,13 @@ fn main() -> ExitCode {
 }
 
 async fn quickstart() -> anyhow::Result<()> {
+    // Through the redacting writer: with RUST_LOG=debug the runtime clients'
+    // own logs (request bodies, environments) would otherwise show secrets.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(mcp_lifecycle::secret::redacting(std::io::stderr))
         .init();
 
     say("building a lifecycle manager: local processes, in-memory store, MCP probes");

@@ -34,6 +34,16 @@
 //! # }
 //! ```
 //!
+//! ## Logs
+//!
+//! bollard logs through the `log` crate: at `debug` every request body (a
+//! container's environment, secrets included) and every response it decodes
+//! (an inspect shows the environment again). A host that forwards `log` into
+//! `tracing` and may turn those levels on writes its logs through
+//! `mcp_lifecycle::secret::redacting`, which replaces every secret value the
+//! library holds; this crate's `secret_canary` test checks that against a
+//! real engine.
+//!
 //! ## Podman
 //!
 //! Podman serves the Docker-compatible API on a socket. Start it

@@ -42,7 +42,50 @@
 //!   processes, one process group per instance.
 //! - `registry`: `RegistryResolver`, an [`ImageResolver`] that asks OCI
 //!   registries directly (oci-client, with credentials from the Docker config).
+//! - `tracing-subscriber` (default): [`secret::redacting`], the redacting
+//!   `MakeWriter` for `tracing_subscriber::fmt` (below).
 //! - `testing`: [`testing`] fakes and conformance suites.
+//!
+//! ## Logging safely
+//!
+//! The library never logs a secret value, but the clients it drives do when a
+//! host turns their logs up: at `debug` and `trace` the Docker client logs
+//! the container-create body (the environment, secrets included) and every
+//! inspect it decodes, and `tracing-log` forwards those into the host's
+//! subscriber, inside the library's spans. Every [`SecretValue`] the library
+//! resolves is registered while it is in use, so a host that writes its logs
+//! through [`secret::redacting`] (or wraps any `io::Write` in
+//! [`RedactingWriter`], or passes text through [`secret::redact`]) gets each
+//! live value — raw, JSON-escaped, `Debug`-escaped, or both — replaced by
+//! `[redacted]`, whatever its log filter:
+//!
+//! ```
+//! use mcp_lifecycle::SecretValue;
+//! use mcp_lifecycle::secret::{REDACTED, redacting};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // A host's usual set-up, with the writer wrapped.
+//! tracing_subscriber::fmt()
+//!     .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+//!     .with_writer(redacting(std::io::stderr))
+//!     .try_init()?;
+//!
+//! // What a subscriber writes through it, once a value is live:
+//! let token = SecretValue::new("ghp_example-token-value");
+//! let line = r#"{"Env":["GITHUB_TOKEN=ghp_example-token-value"]}"#;
+//! assert_eq!(
+//!     mcp_lifecycle::secret::redact(line),
+//!     format!(r#"{{"Env":["GITHUB_TOKEN={REDACTED}"]}}"#)
+//! );
+//! # drop(token);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Only values live in this process are known: a secret held by a workload
+//! this process adopted but has not started (after a host restart) is
+//! registered when this process next resolves it. Values shorter than
+//! [`secret::SHORT_SECRET_LEN`] bytes are redacted too, wherever they occur.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(
@@ -89,7 +132,7 @@ pub use ports::{
 pub use probe::{ProbeOutcome, ProbeTarget, Prober};
 #[cfg(feature = "registry")]
 pub use registry::RegistryResolver;
-pub use secret::SecretValue;
+pub use secret::{RedactingWriter, SecretValue};
 pub use spec::{Limits, ServerSpec, Source, Transport, ValidationError};
 pub use status::{
     ApplyOutcome, CycleReport, HealthSummary, InstanceStatus, LifecycleEvent, LifecycleEventKind,
@@ -101,6 +144,11 @@ pub use store::RedbStore;
 pub use time::{Clock, SystemClock, Timestamp, TokioClock};
 
 /// The README's example, compiled as a doctest so it cannot rot.
-#[cfg(all(doctest, feature = "local", feature = "redb"))]
+#[cfg(all(
+    doctest,
+    feature = "local",
+    feature = "redb",
+    feature = "tracing-subscriber"
+))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

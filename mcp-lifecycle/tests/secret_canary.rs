@@ -8,6 +8,11 @@
 //! every event, every status, every error, the store's records, the fake's
 //! snapshots) is collected and searched for the canary.
 //!
+//! The library's own output is checked raw. What the clients below it log
+//! (request bodies with the environment) is the redacting writer's job:
+//! `redacting_writer_removes_every_form_of_a_live_value` writes such records,
+//! in the forms those clients use, through `secret::redacting`.
+//!
 //! This file owns only the secret-redaction guarantee; it must not test
 //! lifecycle behaviour beyond what the scenarios need to produce output.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use mcp_lifecycle::lifecycle::{INSTANCES, SERVERS};
 use mcp_lifecycle::ports::{ResolvedEnv, StaticSecretSource};
+use mcp_lifecycle::secret::{REDACTED, redacting};
 use mcp_lifecycle::spec::{EnvEntry, SecretRef};
 use mcp_lifecycle::testing::{CallKind, FakeOrchestrator, FakeProber, ImageCatalog, fake_digest};
 use mcp_lifecycle::{
@@ -450,5 +456,54 @@ fn evidence_catches_a_leak() {
             !message.contains(CANARY_FRAGMENT),
             "the report must not print the value"
         );
+    }
+}
+
+/// What a client library logs about a request that carries a live value —
+/// the JSON body as text, as byte-string `Debug`, the value as a `Debug`
+/// field — is written without it through `secret::redacting`, by the text
+/// and the JSON formatter, and with it through the raw writer.
+#[test]
+fn redacting_writer_removes_every_form_of_a_live_value() {
+    // Every character some log escaping writes differently.
+    const TRICKY: &str = "canary-7f3a9c-SECRET\"q\\b<&>'\nline\ttab";
+    let value = SecretValue::new(TRICKY);
+    let body = serde_json::json!({ "Env": [format!("{ENV_NAME}={}", value.expose())] }).to_string();
+    let log_records = || {
+        tracing::debug!(target: "bollard::docker", "{body}");
+        tracing::trace!(target: "bollard::docker", "request: b\"{}\"", body.as_bytes().escape_ascii());
+        tracing::debug!(env = ?value.expose(), "resolved");
+        tracing::info!("done");
+    };
+    let raw = Captured::default();
+    let text = Captured::default();
+    let json = Captured::default();
+    let fmt = || {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+    };
+    let subscriber = fmt().with_writer(raw.clone()).finish();
+    tracing::subscriber::with_default(subscriber, log_records);
+    let subscriber = fmt().with_writer(redacting(text.clone())).finish();
+    tracing::subscriber::with_default(subscriber, log_records);
+    let subscriber = fmt().json().with_writer(redacting(json.clone())).finish();
+    tracing::subscriber::with_default(subscriber, log_records);
+
+    let raw = raw.text();
+    assert!(
+        raw.contains(CANARY_FRAGMENT),
+        "the records do not carry the value"
+    );
+    for (label, captured) in [("text", text.text()), ("JSON", json.text())] {
+        assert!(captured.contains("done"), "{label}: records are missing");
+        assert_eq!(
+            captured.matches(REDACTED).count(),
+            3,
+            "{label}: one redaction per record that carried the value"
+        );
+        let mut ev = Evidence::default();
+        ev.text(format!("{label} through the redacting writer"), captured);
+        ev.assert_clean();
     }
 }

@@ -84,13 +84,9 @@ pub(super) async fn load_states(shared: &Arc<Shared>) -> Result<HashMap<String, 
     for (_, record) in records::load_all::<InstanceRecord>(store, INSTANCES).await? {
         match states.get_mut(&record.value.server) {
             Some(state) => {
-                state.instances.insert(
-                    record.value.id.clone(),
-                    TrackedInstance {
-                        record,
-                        dirty: false,
-                    },
-                );
+                state
+                    .instances
+                    .insert(record.value.id.clone(), TrackedInstance::new(record));
             }
             None => {
                 // Its server is gone: a slot with no record removes the
@@ -99,13 +95,7 @@ pub(super) async fn load_states(shared: &Arc<Shared>) -> Result<HashMap<String, 
                     .entry(record.value.server.clone())
                     .or_insert_with(|| ServerState::new(None))
                     .instances
-                    .insert(
-                        record.value.id.clone(),
-                        TrackedInstance {
-                            record,
-                            dirty: false,
-                        },
-                    );
+                    .insert(record.value.id.clone(), TrackedInstance::new(record));
             }
         }
     }

@@ -417,18 +417,32 @@ impl Pass<'_> {
                     let instance = tracked.record.value.clone();
                     let event = match self.instance_spec(record, &instance).await {
                         Err(reason) => InstanceEvent::StartFailed { reason },
-                        Ok(spec) => match orchestrator.start(&spec).await {
-                            Ok(obs) => {
-                                self.shared.runtime.upsert(obs);
-                                InstanceEvent::Started
-                            }
-                            Err(error) => {
-                                self.runtime_error(st, Some(&id), "starting", &error);
-                                InstanceEvent::StartFailed {
-                                    reason: error.to_string(),
+                        Ok(spec) => {
+                            let started = orchestrator.start(&spec).await;
+                            // Even a failed start may have left a workload
+                            // holding these values. Earlier starts' values
+                            // are kept too: a runtime may restart the same
+                            // workload with the environment it was created with.
+                            if let Some(tracked) = st.instances.get_mut(&id) {
+                                for value in spec.secret_values() {
+                                    if !tracked.secrets.contains(&value) {
+                                        tracked.secrets.push(value);
+                                    }
                                 }
                             }
-                        },
+                            match started {
+                                Ok(obs) => {
+                                    self.shared.runtime.upsert(obs);
+                                    InstanceEvent::Started
+                                }
+                                Err(error) => {
+                                    self.runtime_error(st, Some(&id), "starting", &error);
+                                    InstanceEvent::StartFailed {
+                                        reason: error.to_string(),
+                                    }
+                                }
+                            }
+                        }
                     };
                     self.feed(st, &id, &event, policy, &mut queue);
                 }

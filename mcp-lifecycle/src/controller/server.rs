@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::ports::{InstanceId, StopMode};
 use crate::records::{InstanceRecord, ServerRecord, Versioned};
+use crate::secret::SecretValue;
 use crate::state::ServerPhase;
 use crate::status::{LifecycleEvent, LifecycleEventKind, ServerStatus};
 use crate::time::Timestamp;
@@ -70,6 +71,22 @@ pub(crate) struct ServerState {
 pub(crate) struct TrackedInstance {
     pub(crate) record: Versioned<InstanceRecord>,
     pub(crate) dirty: bool,
+    /// The secret values its starts were given, one per distinct value.
+    /// Held while the instance is tracked so they stay registered for log
+    /// redaction as long as the workload may hold them (the runtime's client
+    /// logs them when it inspects the workload); dropped with the instance.
+    pub(crate) secrets: Vec<SecretValue>,
+}
+
+impl TrackedInstance {
+    /// An instance with no secrets held yet.
+    pub(crate) fn new(record: Versioned<InstanceRecord>) -> Self {
+        TrackedInstance {
+            record,
+            dirty: false,
+            secrets: Vec::new(),
+        }
+    }
 }
 
 impl ServerState {
@@ -182,13 +199,8 @@ impl ServerState {
         let id = record.value.id.clone();
         let server = record.value.server.clone();
         self.revision += 1;
-        self.instances.insert(
-            id.clone(),
-            TrackedInstance {
-                record,
-                dirty: false,
-            },
-        );
+        self.instances
+            .insert(id.clone(), TrackedInstance::new(record));
         self.push_event(shared, &server, Some(&id), kind, message);
     }
 

@@ -117,6 +117,19 @@ pub struct InstanceSpec {
     pub stop_grace_period: Duration,
 }
 
+impl InstanceSpec {
+    /// The secret values in its environment (clones: the same registrations).
+    pub(crate) fn secret_values(&self) -> Vec<SecretValue> {
+        self.env
+            .iter()
+            .filter_map(|(_, value)| match value {
+                ResolvedEnv::Secret(secret) => Some(secret.clone()),
+                ResolvedEnv::Plain(_) => None,
+            })
+            .collect()
+    }
+}
+
 /// What the runtime says an instance is doing. This is the runtime's view
 /// only; whether it is *ready* is decided by MCP probes above the port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
