@@ -82,6 +82,18 @@ async fn status(h: &Harness, name: &str) -> ServerStatus {
     h.lifecycle.status(name).await.unwrap()
 }
 
+/// Applies server "echo" with 2 replicas and waits until both are ready.
+async fn two_ready(h: &Harness) -> ServerSpec {
+    let mut s = spec("echo", IMAGE);
+    s.replicas = 2;
+    h.lifecycle.apply(s.clone()).await.unwrap();
+    h.lifecycle
+        .wait_ready("echo", Duration::from_secs(10))
+        .await
+        .unwrap();
+    s
+}
+
 #[tokio::test(start_paused = true)]
 async fn start_waits_for_readiness_and_status_is_honest() {
     let h = harness(LifecycleConfig::default()).await;
@@ -469,13 +481,7 @@ async fn host_restart_adopts_without_duplicates_and_removes_orphans() {
 #[tokio::test(start_paused = true)]
 async fn spec_change_rolls_without_losing_readiness() {
     let h = harness(LifecycleConfig::default()).await;
-    let mut s = spec("echo", IMAGE);
-    s.replicas = 2;
-    h.lifecycle.apply(s.clone()).await.unwrap();
-    h.lifecycle
-        .wait_ready("echo", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let mut s = two_ready(&h).await;
     let mut events = h.lifecycle.subscribe();
     s.env.push(EnvEntry::plain("LOG_LEVEL", "debug"));
     assert_eq!(
@@ -546,13 +552,7 @@ fn stop_modes_since(h: &Harness, from: usize) -> Vec<StopMode> {
 #[tokio::test(start_paused = true)]
 async fn a_forced_stop_forces_that_stop_alone() {
     let h = harness(LifecycleConfig::default()).await;
-    let mut s = spec("echo", IMAGE);
-    s.replicas = 2;
-    h.lifecycle.apply(s.clone()).await.unwrap();
-    h.lifecycle
-        .wait_ready("echo", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let mut s = two_ready(&h).await;
 
     let before = h.runtime.stop_requests().len();
     let stopped = h.lifecycle.stop("echo", StopMode::Force).await.unwrap();
@@ -601,13 +601,7 @@ async fn a_forced_stop_forces_that_stop_alone() {
 #[tokio::test(start_paused = true)]
 async fn a_rollout_step_follows_readiness_at_once() {
     let h = harness(LifecycleConfig::default()).await;
-    let mut s = spec("echo", IMAGE);
-    s.replicas = 2;
-    h.lifecycle.apply(s.clone()).await.unwrap();
-    h.lifecycle
-        .wait_ready("echo", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let mut s = two_ready(&h).await;
     let mut events = h.lifecycle.subscribe();
     // New instances become ready on their second readiness probe, so each
     // step has a moment where a new instance turns ready inside a pass.
