@@ -3,7 +3,7 @@
 //! controller's status snapshots, waiting on them where the host asked to.
 //!
 //! Layer: facade, the top. It makes no lifecycle decision and touches no
-//! port: it sends intents to [`crate::controller`] and reads its snapshots.
+//! port: it sends intents to the controller and reads its snapshots.
 
 mod builder;
 
@@ -174,7 +174,7 @@ impl Lifecycle {
     }
 
     /// Waits until every desired instance is ready (or, at desired 0, until
-    /// the server is stopped). Fails with [`ErrorKind::Timeout`] naming the
+    /// the server is stopped). Fails with [`crate::ErrorKind::Timeout`] naming the
     /// phase and the last failure reason.
     pub async fn wait_ready(&self, name: &str, timeout: Duration) -> Result<ServerStatus> {
         let mut rx = self.controller.watch(name)?;
