@@ -4,7 +4,7 @@
 //!
 //! Layer: controller. Owned by the controller's tasks; the facade never sees it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use litemap::LiteMap;
@@ -52,7 +52,7 @@ pub(crate) struct ServerState {
     /// Sorted by id; a flat map, since a server has few instances and a
     /// B-tree node would cost kilobytes for each server.
     pub(crate) instances: LiteMap<InstanceId, TrackedInstance>,
-    pub(crate) next_probe: HashMap<InstanceId, Timestamp>,
+    pub(crate) next_probe: LiteMap<InstanceId, Timestamp>,
     pub(crate) events: VecDeque<LifecycleEvent>,
     /// Consecutive passes with a failed runtime or store call.
     pub(crate) error_streak: u32,
@@ -97,7 +97,7 @@ impl ServerState {
             revision: 0,
             published: None,
             instances: LiteMap::new_vec(),
-            next_probe: HashMap::new(),
+            next_probe: LiteMap::new_vec(),
             events: VecDeque::new(),
             error_streak: 0,
             pending_stop: None,
