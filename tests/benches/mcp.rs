@@ -127,7 +127,9 @@ async fn main() -> anyhow::Result<()> {
         for k in 0..3 {
             tokio::time::sleep(SETTLE).await;
             match (n + k) % 3 {
-                0 => ours.push(ours_once(&lifecycle, &format!("bench-{n}"), Transport::Stdio).await?),
+                0 => {
+                    ours.push(ours_once(&lifecycle, &format!("bench-{n}"), Transport::Stdio).await?)
+                }
                 1 => hand_listed.push(by_hand(true).await?),
                 _ => hand.push(by_hand(false).await?),
             }
@@ -184,7 +186,9 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Probe cost over an open streamable HTTP session.
-    lifecycle.apply(spec("bench-http", http_transport())).await?;
+    lifecycle
+        .apply(spec("bench-http", http_transport()))
+        .await?;
     lifecycle
         .start("bench-http", Wait::UntilReady(Duration::from_secs(10)))
         .await?;

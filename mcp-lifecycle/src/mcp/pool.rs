@@ -116,13 +116,10 @@ impl SessionPool {
                 None => {
                     let connection = orchestrator.connect(id).await?;
                     let owned = id.clone();
-                    let opening: Opening = async move {
-                        McpSession::try_open(&owned, connection)
-                            .await
-                            .map(Arc::new)
-                    }
-                    .boxed()
-                    .shared();
+                    let opening: Opening =
+                        async move { McpSession::try_open(&owned, connection).await.map(Arc::new) }
+                            .boxed()
+                            .shared();
                     self.lock().opening.insert(id.clone(), opening.clone());
                     opening
                 }

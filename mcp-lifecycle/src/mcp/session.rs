@@ -219,7 +219,11 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.not_listening, "{}", error.reason);
-        assert!(error.reason.contains("initialize over HTTP"), "{}", error.reason);
+        assert!(
+            error.reason.contains("initialize over HTTP"),
+            "{}",
+            error.reason
+        );
     }
 
     #[tokio::test]
