@@ -23,8 +23,12 @@
 //!
 //! `cargo bench -p mcp-lifecycle-tests --bench scale`. Environment:
 //! `SCALE_BENCH_SERVERS` (default 1000), `SCALE_BENCH_STEADY_SECS` (default
-//! 60). A smoke run for CI: `SCALE_BENCH_SERVERS=50 SCALE_BENCH_STEADY_SECS=5`.
-//! Linux only (it reads `/proc`).
+//! 60). A smoke run for CI: `SCALE_BENCH_SERVERS=50 SCALE_BENCH_STEADY_SECS=5`
+//! (the goals are set for 1000 servers on a 2-core machine; at 50, the fixed
+//! part of the host's memory makes the per-server figure look large). A goal
+//! missed prints FAIL; the exit status is non-zero only when something is
+//! broken: a server never Ready, a killed one never back, or a process still
+//! there once the orchestrator is gone. Linux only (it reads `/proc`).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
@@ -100,7 +104,13 @@ fn proc_kb(path: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map(|kb| kb * 1024)
 }
 
@@ -288,7 +298,10 @@ async fn main() -> anyhow::Result<()> {
     let expected = n as f64 * wall.as_secs_f64() / 30.0;
     let per_probe = match probes {
         0 => "no probe was due".to_owned(),
-        _ => format!("{:.0} µs per probe", cpu.as_secs_f64() * 1e6 / probes as f64),
+        _ => format!(
+            "{:.0} µs per probe",
+            cpu.as_secs_f64() * 1e6 / probes as f64
+        ),
     };
     println!(
         "steady probing: {probes} liveness probes in {:.1} s (about {expected:.0} expected at one per server per 30 s); host CPU {:.3} s: {per_probe}, {share:.2} % of one core (goal < 10 %: {})",
@@ -385,7 +398,10 @@ async fn main() -> anyhow::Result<()> {
             .collect()
     };
     let left = ours(processes());
-    let restarted = left.iter().filter(|(pid, ..)| !groups.contains(pid)).count();
+    let restarted = left
+        .iter()
+        .filter(|(pid, ..)| !groups.contains(pid))
+        .count();
     println!(
         "shutdown: {before} server processes before, shutdown took {:.2} s; {} left (children or members of their process groups, zombies included; {restarted} of them started during shutdown) (goal 0: {})",
         shutdown_took.as_secs_f64(),
