@@ -1,16 +1,21 @@
 //! MCP latency benchmark (a bench binary that prints its figures).
 //!
-//! 1. Time from `Lifecycle::start` to Ready for the test server over stdio
-//!    (spawn, MCP initialize, readiness `tools/list`, status published),
-//!    beside the time to spawn the same binary and complete an MCP
-//!    initialize by hand with rmcp, and their ratio (goal ≤ 1.1); and beside
-//!    spawn + initialize + `tools/list`, which is what our readiness check
-//!    does (an instance is not ready until `tools/list` answers).
-//! 2. Cost of one liveness probe (`tools/list`) over an open streamable
+//! 1. Time from `Lifecycle::apply` to Ready for the test server over stdio
+//!    (record written, spawn, MCP initialize, readiness `tools/list`, status
+//!    published), beside the time to spawn the same binary and complete an
+//!    MCP initialize and one `tools/list` by hand with rmcp — what readiness
+//!    honestly needs (an instance is not ready until `tools/list` answers) —
+//!    and their ratio (the median of each run's ratio, beside the ratio of
+//!    the medians), PASS/FAIL against the goal ≤ 1.05. Spawn +
+//!    initialize alone is printed too, for reference. The measurements take
+//!    turns run by run, each after a short pause, so neither drift in the
+//!    machine's load nor the previous process's exit favours one of them.
+//! 2. Time from `apply` to Ready over streamable HTTP (a tenth as many runs).
+//! 3. Cost of one liveness probe (`tools/list`) over an open streamable
 //!    HTTP session.
 //!
 //! `cargo bench -p mcp-lifecycle-tests --bench mcp`; `MCP_BENCH_RUNS` sets
-//! the number of starts (default 30).
+//! the number of starts of each kind (default 200).
 #![allow(clippy::print_stdout)]
 
 use std::process::Stdio;
@@ -26,6 +31,13 @@ const SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+fn http_transport() -> Transport {
+    Transport::Http {
+        port: 8080,
+        path: "/mcp".into(),
+    }
 }
 
 fn spec(name: &str, transport: Transport) -> ServerSpec {
@@ -70,12 +82,33 @@ async fn by_hand(with_tools_list: bool) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
+/// Pause before each timed start.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// `apply` of a spec with one replica starts it: the clock runs from there
+/// (not from `start`, which only waits) until `start` sees it Ready. The
+/// server is deleted again, untimed.
+async fn ours_once(
+    lifecycle: &Lifecycle,
+    name: &str,
+    transport: Transport,
+) -> anyhow::Result<Duration> {
+    let began = Instant::now();
+    lifecycle.apply(spec(name, transport)).await?;
+    lifecycle
+        .start(name, Wait::UntilReady(Duration::from_secs(10)))
+        .await?;
+    let elapsed = began.elapsed();
+    lifecycle.delete(name).await?;
+    Ok(elapsed)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::var("MCP_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(200);
     let lifecycle = Lifecycle::builder()
         .orchestrator(Arc::new(LocalOrchestrator::new()))
         .build()
@@ -88,51 +121,73 @@ async fn main() -> anyhow::Result<()> {
     let mut hand = Vec::with_capacity(runs);
     let mut hand_listed = Vec::with_capacity(runs);
     for n in 0..runs {
-        let name = format!("bench-{n}");
-        lifecycle.apply(spec(&name, Transport::Stdio)).await?;
-        let began = Instant::now();
-        lifecycle
-            .start(&name, Wait::UntilReady(Duration::from_secs(10)))
-            .await?;
-        ours.push(began.elapsed());
-        lifecycle.delete(&name).await?;
-        hand.push(by_hand(false).await?);
-        hand_listed.push(by_hand(true).await?);
+        // The three measurements take turns going first, and each starts
+        // after a pause, so the previous process's exit (or a deleted
+        // server's graceful stop) never overlaps the next one's start.
+        for k in 0..3 {
+            tokio::time::sleep(SETTLE).await;
+            match (n + k) % 3 {
+                0 => {
+                    ours.push(ours_once(&lifecycle, &format!("bench-{n}"), Transport::Stdio).await?)
+                }
+                1 => hand_listed.push(by_hand(true).await?),
+                _ => hand.push(by_hand(false).await?),
+            }
+        }
     }
-    let (ours_m, hand_m) = (median(ours.clone()), median(hand.clone()));
-    let ratio = ours_m.as_secs_f64() / hand_m.as_secs_f64();
+    let summary = |v: &[Duration]| {
+        format!(
+            "median {:?}, min {:?}, max {:?}",
+            median(v.to_vec()),
+            v.iter().min().copied().unwrap_or_default(),
+            v.iter().max().copied().unwrap_or_default()
+        )
+    };
     println!(
-        "start to ready over stdio ({runs} runs): median {ours_m:?}, min {:?}, max {:?}",
-        ours.iter().min().copied().unwrap_or_default(),
-        ours.iter().max().copied().unwrap_or_default()
+        "apply to ready over stdio ({runs} runs): {}",
+        summary(&ours)
     );
     println!(
-        "spawn + initialize by hand ({runs} runs): median {hand_m:?}, min {:?}, max {:?}",
-        hand.iter().min().copied().unwrap_or_default(),
-        hand.iter().max().copied().unwrap_or_default()
-    );
-    let listed_m = median(hand_listed.clone());
-    println!(
-        "spawn + initialize + tools/list by hand ({runs} runs): median {listed_m:?} (what our readiness check does)"
+        "spawn + initialize + tools/list by hand ({runs} runs): {} (what readiness needs)",
+        summary(&hand_listed)
     );
     println!(
-        "ratio (ours / spawn + initialize): {ratio:.2} (goal <= 1.1: {})",
-        if ratio <= 1.1 { "PASS" } else { "MISS" }
+        "spawn + initialize by hand ({runs} runs): {} (reference)",
+        summary(&hand)
     );
+    // Each run's own ratio: its two starts were taken moments apart, so load
+    // from elsewhere on the machine mostly cancels out.
+    let mut paired: Vec<f64> = ours
+        .iter()
+        .zip(&hand_listed)
+        .map(|(o, h)| o.as_secs_f64() / h.as_secs_f64())
+        .collect();
+    paired.sort_by(f64::total_cmp);
+    let ratio = paired[paired.len() / 2];
+    let overhead = median(ours.clone()).as_secs_f64() - median(hand_listed.clone()).as_secs_f64();
     println!(
-        "ratio (ours / spawn + initialize + tools/list): {:.2}",
-        ours_m.as_secs_f64() / listed_m.as_secs_f64()
+        "ratio (ours / spawn + initialize + tools/list): median of per-run ratios {ratio:.3}, of medians {:.3}; the library adds {:.0} µs (goal <= 1.05: {})",
+        median(ours).as_secs_f64() / median(hand_listed).as_secs_f64(),
+        overhead * 1e6,
+        if ratio <= 1.05 { "PASS" } else { "FAIL" }
+    );
+
+    // Apply to Ready over streamable HTTP: the server binds its port a
+    // moment after it starts, so the first connection may be refused.
+    let http_runs = runs.div_ceil(10);
+    let mut http = Vec::with_capacity(http_runs);
+    for n in 0..http_runs {
+        tokio::time::sleep(SETTLE).await;
+        http.push(ours_once(&lifecycle, &format!("bench-http-{n}"), http_transport()).await?);
+    }
+    println!(
+        "apply to ready over streamable HTTP ({http_runs} runs): {}",
+        summary(&http)
     );
 
     // Probe cost over an open streamable HTTP session.
     lifecycle
-        .apply(spec(
-            "bench-http",
-            Transport::Http {
-                port: 8080,
-                path: "/mcp".into(),
-            },
-        ))
+        .apply(spec("bench-http", http_transport()))
         .await?;
     lifecycle
         .start("bench-http", Wait::UntilReady(Duration::from_secs(10)))

@@ -8,7 +8,8 @@ use std::time::Duration;
 use mcp_lifecycle::spec::{Command, EnvEntry, LivenessCheck, ReadinessCall, SecretRef};
 use mcp_lifecycle::state::{BackoffPolicy, ServerPhase};
 use mcp_lifecycle::{
-    Lifecycle, LifecycleConfig, LocalOrchestrator, ServerSpec, ServerStatus, Source, StopMode, Wait,
+    Lifecycle, LifecycleConfig, LocalOrchestrator, ServerSpec, ServerStatus, Source, StopMode,
+    Transport, Wait,
 };
 
 const SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
@@ -212,6 +213,27 @@ async fn a_slow_start_stays_starting_until_ready() {
     assert_eq!(s.phase, ServerPhase::Starting, "{}", s.to_table());
     let s = l.wait_ready("slow", Duration::from_secs(10)).await.unwrap();
     assert_eq!(s.ready, 1);
+    l.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_server_that_binds_late_is_ready_without_a_failed_probe() {
+    let l = lifecycle().await;
+    // Nothing listens on its port for the first 300 ms: the readiness probe
+    // keeps connecting (for up to half its timeout) instead of failing.
+    let mut s = spec(
+        "late",
+        &["--transport", "http", "--startup-delay-ms", "300"],
+    );
+    s.transport = Transport::Http {
+        port: 8080,
+        path: "/mcp".into(),
+    };
+    s.health.timeout = Duration::from_secs(4);
+    l.apply(s).await.unwrap();
+    let s = l.wait_ready("late", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(s.ready, 1);
+    assert_eq!(s.instances[0].reason, None, "{}", s.to_table());
     l.shutdown().await.unwrap();
 }
 

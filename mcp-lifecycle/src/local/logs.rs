@@ -18,6 +18,12 @@ use tracing::Instrument;
 /// Longest line kept; longer lines are split into several.
 pub(super) const MAX_LINE_BYTES: usize = 16 * 1024;
 
+/// The pump's read buffer. Small, because every instance keeps one for its
+/// whole life and most servers print little (tokio's default, 8 KiB, was an
+/// eighth of the host's memory per instance); a longer line is assembled
+/// across reads.
+const PUMP_BUFFER_BYTES: usize = 1024;
+
 /// The last `capacity` lines an instance printed, oldest first.
 #[derive(Debug)]
 pub(super) struct LogRing {
@@ -27,10 +33,11 @@ pub(super) struct LogRing {
 
 impl LogRing {
     /// An empty ring keeping at most `capacity` lines (0 keeps nothing).
+    /// It grows as lines arrive: a quiet instance costs no line slots.
     pub(super) fn new(capacity: usize) -> Self {
         LogRing {
             capacity,
-            lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            lines: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -67,7 +74,7 @@ where
 {
     tokio::spawn(
         async move {
-            let mut reader = BufReader::new(reader);
+            let mut reader = BufReader::with_capacity(PUMP_BUFFER_BYTES, reader);
             let mut line: Vec<u8> = Vec::new();
             loop {
                 let buf = match reader.fill_buf().await {

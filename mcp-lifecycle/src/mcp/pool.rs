@@ -16,9 +16,25 @@ use futures::future::{BoxFuture, Shared};
 use crate::error::{Error, Result};
 use crate::ports::{InstanceId, Orchestrator};
 
-use super::session::McpSession;
+use super::session::{McpSession, OpenError};
 
-type Opening = Shared<BoxFuture<'static, Result<Arc<McpSession>, String>>>;
+type Opening = Shared<BoxFuture<'static, Result<Arc<McpSession>, OpenError>>>;
+
+/// Why [`SessionPool::try_get_or_open`] found no session.
+pub(super) struct OpenFailure {
+    pub(super) error: Error,
+    /// The server did not accept connections (see [`OpenError`]).
+    pub(super) not_listening: bool,
+}
+
+impl From<Error> for OpenFailure {
+    fn from(error: Error) -> Self {
+        OpenFailure {
+            error,
+            not_listening: false,
+        }
+    }
+}
 
 #[derive(Default)]
 struct Sessions {
@@ -74,6 +90,18 @@ impl SessionPool {
         id: &InstanceId,
         orchestrator: &dyn Orchestrator,
     ) -> Result<Arc<McpSession>> {
+        self.try_get_or_open(id, orchestrator)
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    /// [`SessionPool::get_or_open`], saying whether the server was not
+    /// listening yet.
+    pub(super) async fn try_get_or_open(
+        &self,
+        id: &InstanceId,
+        orchestrator: &dyn Orchestrator,
+    ) -> Result<Arc<McpSession>, OpenFailure> {
         if let Some(session) = self.cached(id) {
             return Ok(session);
         }
@@ -88,14 +116,10 @@ impl SessionPool {
                 None => {
                     let connection = orchestrator.connect(id).await?;
                     let owned = id.clone();
-                    let opening: Opening = async move {
-                        McpSession::open(&owned, connection)
-                            .await
-                            .map(Arc::new)
-                            .map_err(|e| e.to_string())
-                    }
-                    .boxed()
-                    .shared();
+                    let opening: Opening =
+                        async move { McpSession::try_open(&owned, connection).await.map(Arc::new) }
+                            .boxed()
+                            .shared();
                     self.lock().opening.insert(id.clone(), opening.clone());
                     opening
                 }
@@ -111,7 +135,10 @@ impl SessionPool {
                 s.open.insert(id.clone(), session.clone());
             }
         }
-        result.map_err(|reason| Error::unavailable(format!("MCP session to {id}"), reason))
+        result.map_err(|e| OpenFailure {
+            not_listening: e.not_listening,
+            error: e.into_error(id),
+        })
     }
 
     /// The instance's session if one is open and alive.
