@@ -69,6 +69,10 @@ impl RuntimeView {
                 Some(view) => view,
                 None => s.entry(server.to_owned()).or_default(),
             };
+            if view.observed.is_empty() {
+                // Room for one (a vector's first growth would reserve four).
+                view.observed = Arc::new(LiteMap::with_capacity(1));
+            }
             if change(Arc::make_mut(&mut view.observed)) {
                 view.generation += 1;
             }
@@ -89,7 +93,7 @@ impl RuntimeView {
                     None => servers.entry(obs.server.clone()).or_default(),
                 };
                 view.listed
-                    .get_or_insert_with(LiteMap::new_vec)
+                    .get_or_insert_with(|| LiteMap::with_capacity(1))
                     .insert(obs.id.clone(), obs);
             }
             for view in servers.values_mut() {

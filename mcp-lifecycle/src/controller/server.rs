@@ -96,8 +96,10 @@ impl ServerState {
             hash: Arc::from(""),
             revision: 0,
             published: None,
-            instances: LiteMap::new_vec(),
-            next_probe: LiteMap::new_vec(),
+            // Room for one: most servers run one instance, and a vector's
+            // first growth would reserve four.
+            instances: LiteMap::with_capacity(1),
+            next_probe: LiteMap::with_capacity(1),
             events: VecDeque::new(),
             error_streak: 0,
             pending_stop: None,
