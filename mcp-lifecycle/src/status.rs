@@ -180,7 +180,8 @@ impl ServerStatus {
 /// What a resync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResyncReport {
-    /// Servers reconciled.
+    /// Servers reconciled (a server whose state and listing are unchanged
+    /// since its last pass, with nothing due, is settled without a pass).
     pub servers: usize,
     /// Workloads the runtime listed.
     pub workloads: usize,

@@ -98,6 +98,33 @@ pub(crate) async fn pass(shared: &Arc<Shared>, slot: &ServerSlot) -> PassOutcome
     outcome
 }
 
+/// Whether a pass over this server would find nothing to do: neither its
+/// state nor the runtime view moved since its last pass (both are those of
+/// the published status), no instance is marked for inspection, the last
+/// pass had no failed call, no host stop is pending, and nothing is due
+/// before `now`. A resync settles such a server without a pass.
+pub(crate) fn is_settled(
+    shared: &Shared,
+    slot: &ServerSlot,
+    st: &ServerState,
+    now: Timestamp,
+) -> bool {
+    let Some(published) = st.published else {
+        return false;
+    };
+    let live = st.record().is_some_and(|r| !r.value.deleting);
+    let due_later = slot
+        .wake
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some_and(|wake| wake > now);
+    live && due_later
+        && st.pending_stop.is_none()
+        && st.error_streak == 0
+        && published.0 == st.revision
+        && shared.runtime.settled_generation(&slot.name) == Some(published.1)
+}
+
 /// Publishes the server's status unless nothing it shows has changed since
 /// the last one (a steady pass builds no status).
 pub(crate) fn publish_if_changed(

@@ -125,6 +125,16 @@ impl RuntimeView {
         })
     }
 
+    /// The generation of the server's observations, or `None` while an
+    /// instance is marked for inspection.
+    pub(crate) fn settled_generation(&self, server: &str) -> Option<u64> {
+        self.with(|s| match s.get(server) {
+            Some(v) if !v.dirty.is_empty() => None,
+            Some(v) => Some(v.generation),
+            None => Some(0),
+        })
+    }
+
     /// The server's observations now, and their generation.
     pub(crate) fn snapshot(&self, server: &str) -> (Observed, u64) {
         self.with(|s| {

@@ -141,10 +141,20 @@ pub(super) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
     let slots = shared.slots();
     let servers = slots.len();
     let concurrency = shared.config.max_concurrent_reconciles.max(1);
+    let now = shared.clock.now();
     futures::stream::iter(slots)
         .for_each_concurrent(concurrency, |slot| {
             let shared = shared.clone();
             async move {
+                // The listing showed this server nothing new and nothing is
+                // due: a pass would change nothing.
+                let settled = slot
+                    .state
+                    .try_lock()
+                    .is_ok_and(|st| reconcile::is_settled(&shared, &slot, &st, now));
+                if settled {
+                    return;
+                }
                 let span = tracing::info_span!("server", server = %slot.name);
                 let before = *slot.wake.lock().unwrap_or_else(|e| e.into_inner());
                 match reconcile::pass(&shared, &slot).instrument(span).await {
