@@ -8,6 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::server::{EnvSource, LivenessCheck, ReadinessCall, ServerSpec, Source, Transport};
+use super::show::{path_key, quote};
 
 /// Bounds that depend on the host rather than on one spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +66,7 @@ impl ValidationError {
 
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "server spec {:?} is invalid: ", self.server)?;
+        write!(f, "server spec {} is invalid: ", quote(&self.server))?;
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
@@ -147,7 +148,7 @@ impl ServerSpec {
             } else if !seen.insert(entry.name.as_str()) {
                 c.reject(
                     format!("env[{i}].name"),
-                    format!("{:?} is set more than once", entry.name),
+                    format!("{} is set more than once", quote(&entry.name)),
                 );
             }
             match &entry.source {
@@ -212,7 +213,7 @@ impl ServerSpec {
         }
         for (key, value) in &self.labels {
             if let Err(reason) = check_label_key(key) {
-                c.reject(format!("labels.{key}"), reason);
+                c.reject(format!("labels.{}", path_key(key)), reason);
             } else if value.len() > 63 || value.contains(['\0', '\n']) {
                 c.reject(
                     format!("labels.{key}"),
@@ -294,7 +295,7 @@ fn check_image_reference(image: &str) -> Result<(), String> {
     }
     let reference = image
         .parse::<oci_spec::distribution::Reference>()
-        .map_err(|e| format!("{image:?} is not a valid image reference: {e}"))?;
+        .map_err(|e| format!("{} is not a valid image reference: {e}", quote(image)))?;
     // The reference grammar lets a first component with uppercase letters
     // match as a registry host; oci-spec then takes one without '.' or ':'
     // as part of a Docker Hub repository path without checking its case, so
@@ -305,7 +306,8 @@ fn check_image_reference(image: &str) -> Result<(), String> {
         .any(|c| c.is_ascii_uppercase())
     {
         return Err(format!(
-            "{image:?} is not a valid image reference: repository name must be lowercase"
+            "{} is not a valid image reference: repository name must be lowercase",
+            quote(image)
         ));
     }
     Ok(())
@@ -316,10 +318,12 @@ fn check_env_key(key: &str) -> Result<(), String> {
     match chars.next() {
         None => Err("must not be empty".into()),
         Some(first) if !(first.is_ascii_alphabetic() || first == '_') => Err(format!(
-            "{key:?} must start with a letter or '_' (POSIX environment name)"
+            "{} must start with a letter or '_' (POSIX environment name)",
+            quote(key)
         )),
         Some(_) if !chars.all(|ch| ch.is_ascii_alphanumeric() || ch == '_') => Err(format!(
-            "{key:?} may only contain ASCII letters, digits and '_'"
+            "{} may only contain ASCII letters, digits and '_'",
+            quote(key)
         )),
         Some(_) => Ok(()),
     }
@@ -367,14 +371,17 @@ pub fn parse_memory_bytes(text: &str) -> Result<u64, String> {
         .iter()
         .find_map(|(s, m)| text.strip_suffix(s).map(|d| (d, *m)))
         .unwrap_or((text, 1));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a memory quantity like \"256Mi\" or \"1Gi\""))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        format!(
+            "{} is not a memory quantity like \"256Mi\" or \"1Gi\"",
+            quote(text)
+        )
+    })?;
     let bytes = n
         .checked_mul(unit)
-        .ok_or_else(|| format!("{text:?} is too large"))?;
+        .ok_or_else(|| format!("{} is too large", quote(text)))?;
     if bytes < 4 << 20 {
-        return Err(format!("{text:?} is below the 4Mi minimum"));
+        return Err(format!("{} is below the 4Mi minimum", quote(text)));
     }
     Ok(bytes)
 }
@@ -392,10 +399,11 @@ pub fn parse_cpu_millis(text: &str) -> Result<u64, String> {
     };
     match millis {
         None => Err(format!(
-            "{text:?} is not a CPU quantity like \"500m\" or \"1.5\""
+            "{} is not a CPU quantity like \"500m\" or \"1.5\"",
+            quote(text)
         )),
         Some(0) => Err("must be more than zero".into()),
-        Some(m) if m > 1_024_000 => Err(format!("{text:?} is more than 1024 cores")),
+        Some(m) if m > 1_024_000 => Err(format!("{} is more than 1024 cores", quote(text))),
         Some(m) => Ok(m),
     }
 }
