@@ -328,11 +328,154 @@ fn invalid_cases() -> Vec<Case> {
         case("label value of 64 characters", "labels.long", |s| {
             s.labels.insert("long".into(), "v".repeat(64));
         }),
+        // lengths the kernel refuses at exec: MAX_ARG_STRLEN counts the NUL, and
+        // NAME= for an environment string; a path over PATH_MAX (with its NUL)
+        // is ENAMETOOLONG
+        case("1 MB program", "source.command.program", |s| {
+            command(s, &format!("/{}", "a".repeat(MB)), &[])
+        }),
+        case("program of PATH_MAX bytes", "source.command.program", |s| {
+            command(s, &"/".repeat(PATH_MAX), &[])
+        }),
+        case(
+            "argument of MAX_ARG_STRLEN bytes",
+            "source.command.args[2]",
+            |s| command(s, "mcp", &["--root", "/srv", &"a".repeat(MAX_ARG_STRLEN)]),
+        ),
+        case("1 MB argument", "source.command.args[0]", |s| {
+            command(s, "mcp", &[&"a".repeat(MB)])
+        }),
+        case(
+            "1 MB working directory",
+            "source.command.working_dir",
+            |s| {
+                s.source = Source::Command(Command {
+                    program: "mcp".into(),
+                    args: Vec::new(),
+                    working_dir: Some(format!("/{}", "d".repeat(MB))),
+                })
+            },
+        ),
+        case("1 MB env name", "env[0].name", |s| {
+            env_key(s, &"A".repeat(MB))
+        }),
+        case("1 MB env value", "env[0].value", |s| {
+            s.env[0].source = EnvSource::Value("v".repeat(MB))
+        }),
+        case(
+            "env NAME=value of MAX_ARG_STRLEN bytes with its NUL",
+            "env[0].value",
+            // "LOG_LEVEL" + "=" + value + NUL
+            |s| s.env[0].source = EnvSource::Value("v".repeat(MAX_ARG_STRLEN - "LOG_LEVEL=".len())),
+        ),
+        case("1 MB name of a secret variable", "env[1].name", |s| {
+            s.env[1].name = "S".repeat(MB)
+        }),
+        case(
+            "env adding up past the 1 MiB total",
+            // base() holds "LOG_LEVEL=info\0" (15) and "GITHUB_TOKEN=\0" (14); each
+            // pushed "Vn=<120 KiB>\0" is 122884: eight fit (983101), the ninth,
+            // env[10], does not.
+            "env[10]",
+            |s| {
+                for i in 0..9 {
+                    s.env
+                        .push(EnvEntry::plain(format!("V{i}"), "v".repeat(120 * 1024)));
+                }
+            },
+        ),
+        case("1 MB readiness tool name", "health.readiness.tool", |s| {
+            s.health.readiness.as_mut().unwrap().tool = "t".repeat(MB)
+        }),
+        case(
+            "129-character readiness tool name",
+            "health.readiness.tool",
+            |s| s.health.readiness.as_mut().unwrap().tool = "t".repeat(129),
+        ),
+        case(
+            "129-character liveness tool name",
+            "health.liveness.tool.tool",
+            |s| {
+                s.health.liveness = LivenessCheck::Tool(ReadinessCall {
+                    tool: "t".repeat(129),
+                    arguments: json!({}),
+                })
+            },
+        ),
+        case("1 MB http path", "transport.http.path", |s| {
+            s.transport = Transport::Http {
+                port: 8080,
+                path: format!("/{}", "p".repeat(MB)),
+            }
+        }),
+        case("sse path of 4097 bytes", "transport.sse.path", |s| {
+            s.transport = Transport::Sse {
+                port: 8080,
+                path: format!("/{}", "p".repeat(4096)),
+            }
+        }),
+        case(
+            "readiness arguments nested 200 levels",
+            "health.readiness.arguments",
+            |s| readiness_args(s, nested(200)),
+        ),
+        case(
+            "readiness arguments nested 33 levels",
+            "health.readiness.arguments",
+            |s| readiness_args(s, nested(33)),
+        ),
+        case(
+            "liveness arguments nested 200 levels",
+            "health.liveness.tool.arguments",
+            |s| {
+                s.health.liveness = LivenessCheck::Tool(ReadinessCall {
+                    tool: "ping".into(),
+                    arguments: nested(200),
+                })
+            },
+        ),
+        case(
+            "arguments adding up past a custom total",
+            // "mcp\0" (4) + 301 per argument: 305, 606, 907, then 1208.
+            "source.command.args[3]",
+            |s| {
+                let arg = "a".repeat(300);
+                command(s, "mcp", &[&arg, &arg, &arg, &arg])
+            },
+        )
+        .with_limits(Limits {
+            max_command_bytes: 1000,
+            ..Limits::default()
+        }),
+        case(
+            "env value over a custom per-string maximum",
+            // "LOG_LEVEL=" (10) + 60 + NUL = 71 > 64
+            "env[0].value",
+            |s| s.env[0].source = EnvSource::Value("v".repeat(60)),
+        )
+        .with_limits(Limits {
+            max_arg_bytes: 64,
+            ..Limits::default()
+        }),
     ]
 }
 
 /// One megabyte: a value no runtime takes as one argument or variable.
 const MB: usize = 1 << 20;
+/// Linux's MAX_ARG_STRLEN (32 pages): the longest argument or environment
+/// string execve takes, its terminating NUL included.
+const MAX_ARG_STRLEN: usize = 128 * 1024;
+/// Linux's PATH_MAX, its terminating NUL included.
+const PATH_MAX: usize = 4096;
+
+fn command(spec: &mut ServerSpec, program: &str, args: &[&str]) {
+    spec.source = Source::Command(Command {
+        program: program.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        working_dir: None,
+    });
+}
+
 /// A JSON object `levels` deep: `{"a": {"a": … {"a": 1}}}`.
 fn nested(levels: usize) -> serde_json::Value {
     let mut value = json!(1);
@@ -418,6 +561,13 @@ fn invalid_table_covers_the_required_fields() {
         "transport.http.port",
         "resources.memory",
         "resources.cpu",
+        "source.command.program",
+        "source.command.args[0]",
+        "source.command.working_dir",
+        "env[0].value",
+        "env[10]",
+        "health.readiness.tool",
+        "transport.http.path",
     ] {
         assert!(fields.contains(required), "no case for {required}");
     }
@@ -490,6 +640,43 @@ fn boundary_values_are_accepted() {
             s.labels.insert("example.com/tier".into(), "gold".into());
         }),
         ("stdio", |s| s.transport = Transport::Stdio),
+        ("program of PATH_MAX - 1 bytes", |s| {
+            command(s, &"/".repeat(PATH_MAX - 1), &[])
+        }),
+        ("argument of MAX_ARG_STRLEN - 1 bytes", |s| {
+            command(s, "mcp", &[&"a".repeat(MAX_ARG_STRLEN - 1)])
+        }),
+        ("env NAME=value of MAX_ARG_STRLEN - 1 bytes", |s| {
+            s.env[0].source = EnvSource::Value("v".repeat(MAX_ARG_STRLEN - 1 - "LOG_LEVEL=".len()))
+        }),
+        ("eight 120 KiB variables (under the 1 MiB total)", |s| {
+            for i in 0..8 {
+                s.env
+                    .push(EnvEntry::plain(format!("V{i}"), "v".repeat(120 * 1024)));
+            }
+        }),
+        ("128-character tool name", |s| {
+            s.health.readiness.as_mut().unwrap().tool = "t".repeat(128)
+        }),
+        ("http path of 4096 bytes", |s| {
+            s.transport = Transport::Http {
+                port: 8080,
+                path: format!("/{}", "p".repeat(4095)),
+            }
+        }),
+        ("readiness arguments nested 32 levels", |s| {
+            readiness_args(s, nested(32))
+        }),
+        ("readiness arguments with a long flat array", |s| {
+            readiness_args(s, json!({ "list": vec![[1]; 10_000] }))
+        }),
+        ("command source", |s| {
+            s.source = Source::Command(Command {
+                program: "/usr/bin/mcp".into(),
+                args: vec!["--stdio".into()],
+                working_dir: Some("/tmp".into()),
+            })
+        }),
     ];
     let mut failures = Vec::new();
     for (what, mutate) in cases {
@@ -500,6 +687,34 @@ fn boundary_values_are_accepted() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn default_string_limits_are_the_documented_ones() {
+    let limits = Limits::default();
+    assert_eq!(limits.max_arg_bytes, MAX_ARG_STRLEN);
+    assert_eq!(limits.max_command_bytes, 1 << 20);
+}
+
+#[test]
+fn the_command_total_counts_every_string_with_its_nul() {
+    let limits = Limits {
+        max_command_bytes: 1000,
+        ..Limits::default()
+    };
+    let arg = "a".repeat(300);
+    // "mcp\0" (4) + 3 × 301 + 64 + "LOG_LEVEL=info\0" (15) + "GITHUB_TOKEN=\0"
+    // (14, a secret's value is not known yet) = 1000.
+    let mut spec = base();
+    command(&mut spec, "mcp", &[&arg, &arg, &arg, &"b".repeat(63)]);
+    spec.validate(&limits).unwrap();
+    // One byte more, and the last string, the secret variable, is blamed.
+    command(&mut spec, "mcp", &[&arg, &arg, &arg, &"b".repeat(64)]);
+    let err = spec.validate(&limits).unwrap_err();
+    let fields: Vec<&str> = err.errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["env[1]"], "{err}");
+    assert!(err.errors[0].reason.contains("1001 bytes"), "{err}");
+    assert!(err.errors[0].reason.contains("at most 1000"), "{err}");
 }
 
 #[test]

@@ -46,7 +46,10 @@ pub struct ServerSpec {
     /// How MCP is spoken to it. Default: stdio.
     #[serde(default)]
     pub transport: Transport,
-    /// Environment variables, plain or from a secret.
+    /// Environment variables, plain or from a secret. Each `NAME=value`
+    /// within [`Limits::max_arg_bytes`](crate::Limits::max_arg_bytes), all
+    /// together (with the program and arguments) within
+    /// [`Limits::max_command_bytes`](crate::Limits::max_command_bytes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvEntry>,
     /// How many instances should be ready. Default: 1.
@@ -172,17 +175,22 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Command {
-    /// The program: a path, or a name looked up on `PATH`.
+    /// The program: a path, or a name looked up on `PATH`. At most 4095
+    /// bytes (Linux's `PATH_MAX` with the NUL), and within
+    /// [`Limits::max_arg_bytes`](crate::Limits::max_arg_bytes).
     #[serde(deserialize_with = "de::string")]
     pub program: String,
-    /// Its arguments.
+    /// Its arguments, each within
+    /// [`Limits::max_arg_bytes`](crate::Limits::max_arg_bytes), all together
+    /// (with the program and environment) within
+    /// [`Limits::max_command_bytes`](crate::Limits::max_command_bytes).
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::strings"
     )]
     pub args: Vec<String>,
-    /// Its working directory. Default: the host's.
+    /// Its working directory, at most 4095 bytes. Default: the host's.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -202,7 +210,7 @@ pub enum Transport {
     Http {
         /// The port the server listens on inside its workload.
         port: u16,
-        /// The MCP endpoint path. Default: `/mcp`.
+        /// The MCP endpoint path, at most 4096 bytes. Default: `/mcp`.
         #[serde(default = "default_http_path", deserialize_with = "de::string")]
         path: String,
     },
@@ -210,7 +218,7 @@ pub enum Transport {
     Sse {
         /// The port the server listens on inside its workload.
         port: u16,
-        /// The SSE endpoint path. Default: `/sse`.
+        /// The SSE endpoint path, at most 4096 bytes. Default: `/sse`.
         #[serde(default = "default_sse_path", deserialize_with = "de::string")]
         path: String,
     },
@@ -383,7 +391,7 @@ pub enum LivenessCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadinessCall {
-    /// The tool's name.
+    /// The tool's name: 1 to 128 characters, as MCP asks of tool names.
     #[serde(deserialize_with = "de::string")]
     pub tool: String,
     /// Its arguments: a JSON object, nested at most 32 levels deep (the

@@ -7,8 +7,22 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+use super::de::MAX_ARGUMENTS_DEPTH;
 use super::server::{EnvSource, LivenessCheck, ReadinessCall, ServerSpec, Source, Transport};
 use super::show::{path_key, quote};
+
+/// The longest path the kernel takes for a program or working directory, its
+/// terminating NUL included (Linux's `PATH_MAX`; longer is `ENAMETOOLONG`).
+const PATH_MAX: usize = 4096;
+
+/// The longest tool name, in characters. MCP says tool names should be 1 to
+/// 128 characters (specification 2025-11-25, "Tool names").
+const MAX_TOOL_NAME_CHARS: usize = 128;
+
+/// The longest HTTP or SSE endpoint path, in bytes. HTTP/1.1 asks servers to
+/// take request lines of at least 8000 octets (RFC 9112, section 3); 4096
+/// leaves room for the method, version and query.
+const MAX_HTTP_PATH_BYTES: usize = 4096;
 
 /// Bounds that depend on the host rather than on one spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +31,20 @@ pub struct Limits {
     pub max_replicas: u32,
     /// The longest duration any interval, timeout or grace period may have. Default: 1 hour.
     pub max_duration: Duration,
+    /// The longest single string handed to `execve`, in bytes with its
+    /// terminating NUL: each of the program and its arguments, and each
+    /// environment variable as `NAME=value`. Default: 131072, Linux's
+    /// `MAX_ARG_STRLEN`, which the kernel enforces for local processes and
+    /// inside containers alike.
+    pub max_arg_bytes: usize,
+    /// The most the program, its arguments and the spec's environment may add
+    /// up to, counted as [`Limits::max_arg_bytes`] counts each string. A
+    /// secret variable counts only `NAME=` and its NUL, as its value is not
+    /// known before start. Default: 1 MiB, half of Linux's usual `ARG_MAX`
+    /// (2 MiB: a quarter of the default 8 MiB stack limit), which leaves the
+    /// other half for what a backend or image adds (an inherited environment,
+    /// an entrypoint, `PORT`) and for the pointer arrays the kernel counts too.
+    pub max_command_bytes: usize,
 }
 
 impl Default for Limits {
@@ -24,6 +52,8 @@ impl Default for Limits {
         Limits {
             max_replicas: 10,
             max_duration: Duration::from_secs(3600),
+            max_arg_bytes: 128 * 1024,
+            max_command_bytes: 1024 * 1024,
         }
     }
 }
@@ -90,11 +120,43 @@ impl Collector {
     }
 }
 
+/// The running size of what `execve` gets (program, arguments, environment),
+/// against [`Limits::max_command_bytes`]. Only the first string that takes it
+/// over is rejected; strings rejected on their own do not count.
+struct CommandSize {
+    total: usize,
+    max: usize,
+    over: bool,
+}
+
+impl CommandSize {
+    /// Adds a string of `bytes` (NUL included) at `field`, rejecting it if it
+    /// is the first to take the total over.
+    fn add(&mut self, c: &mut Collector, field: String, bytes: usize) {
+        self.total = self.total.saturating_add(bytes);
+        if !self.over && self.total > self.max {
+            self.over = true;
+            c.reject(
+                field,
+                format!(
+                    "brings the program, arguments and environment to {} bytes; at most {} allowed in all",
+                    self.total, self.max
+                ),
+            );
+        }
+    }
+}
+
 impl ServerSpec {
     /// Checks the spec against its rules and the host's `limits`. Returns every
     /// problem found.
     pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
         let mut c = Collector { errors: Vec::new() };
+        let mut size = CommandSize {
+            total: 0,
+            max: limits.max_command_bytes,
+            over: false,
+        };
         if let Err(reason) = check_rfc1123_label(&self.name) {
             c.reject("name", reason);
         }
@@ -105,8 +167,33 @@ impl ServerSpec {
                 }
             }
             Source::Command(cmd) => {
+                let program_bytes = cmd.program.len() + 1;
                 if cmd.program.trim().is_empty() {
                     c.reject("source.command.program", "must not be empty");
+                } else if program_bytes > PATH_MAX.min(limits.max_arg_bytes) {
+                    c.reject(
+                        "source.command.program",
+                        too_long(program_bytes, PATH_MAX.min(limits.max_arg_bytes)),
+                    );
+                } else {
+                    size.add(&mut c, "source.command.program".into(), program_bytes);
+                }
+                for (i, arg) in cmd.args.iter().enumerate() {
+                    let field = format!("source.command.args[{i}]");
+                    let bytes = arg.len() + 1;
+                    if bytes > limits.max_arg_bytes {
+                        c.reject(field, too_long(bytes, limits.max_arg_bytes));
+                    } else {
+                        size.add(&mut c, field, bytes);
+                    }
+                }
+                if let Some(dir) = &cmd.working_dir
+                    && dir.len() + 1 > PATH_MAX
+                {
+                    c.reject(
+                        "source.command.working_dir",
+                        too_long(dir.len() + 1, PATH_MAX),
+                    );
                 }
                 if cmd.program.contains('\0')
                     || cmd.args.iter().any(|a| a.contains('\0'))
@@ -133,7 +220,15 @@ impl ServerSpec {
                         "must be between 1 and 65535",
                     );
                 }
-                if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+                if path.len() > MAX_HTTP_PATH_BYTES {
+                    c.reject(
+                        format!("transport.{kind}.path"),
+                        format!(
+                            "is {} bytes; at most {MAX_HTTP_PATH_BYTES} allowed",
+                            path.len()
+                        ),
+                    );
+                } else if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
                     c.reject(
                         format!("transport.{kind}.path"),
                         "must start with '/' and contain no whitespace",
@@ -143,7 +238,16 @@ impl ServerSpec {
         }
         let mut seen = BTreeSet::new();
         for (i, entry) in self.env.iter().enumerate() {
-            if let Err(reason) = check_env_key(&entry.name) {
+            // `NAME=` and the NUL.
+            let name_bytes = entry.name.len() + 2;
+            let mut fits = true;
+            if name_bytes > limits.max_arg_bytes {
+                fits = false;
+                c.reject(
+                    format!("env[{i}].name"),
+                    too_long(name_bytes, limits.max_arg_bytes),
+                );
+            } else if let Err(reason) = check_env_key(&entry.name) {
                 c.reject(format!("env[{i}].name"), reason);
             } else if !seen.insert(entry.name.as_str()) {
                 c.reject(
@@ -151,14 +255,30 @@ impl ServerSpec {
                     format!("{} is set more than once", quote(&entry.name)),
                 );
             }
+            let mut bytes = name_bytes;
             match &entry.source {
-                EnvSource::Value(v) if v.contains('\0') => {
-                    c.reject(format!("env[{i}].value"), "must not contain NUL");
+                EnvSource::Value(v) => {
+                    bytes = bytes.saturating_add(v.len());
+                    if fits && bytes > limits.max_arg_bytes {
+                        fits = false;
+                        c.reject(
+                            format!("env[{i}].value"),
+                            format!(
+                                "makes NAME=value {bytes} bytes with its NUL; at most {} allowed",
+                                limits.max_arg_bytes
+                            ),
+                        );
+                    } else if v.contains('\0') {
+                        c.reject(format!("env[{i}].value"), "must not contain NUL");
+                    }
                 }
                 EnvSource::Secret(r) if r.name.is_empty() || r.key.is_empty() => {
                     c.reject(format!("env[{i}].secret"), "name and key must both be set");
                 }
-                _ => {}
+                EnvSource::Secret(_) => {}
+            }
+            if fits {
+                size.add(&mut c, format!("env[{i}]"), bytes);
             }
         }
         if self.replicas > limits.max_replicas {
@@ -250,16 +370,54 @@ fn check_duration(c: &mut Collector, field: &str, d: Duration, min: Duration, li
     }
 }
 
+/// `bytes` (what a string takes with its NUL) against `max`.
+fn too_long(bytes: usize, max: usize) -> String {
+    format!("is {bytes} bytes with its NUL; at most {max} allowed")
+}
+
 fn check_call(c: &mut Collector, field: &str, call: &ReadinessCall) {
     if call.tool.trim().is_empty() {
         c.reject(format!("{field}.tool"), "must name a tool");
+    } else if call.tool.chars().nth(MAX_TOOL_NAME_CHARS).is_some() {
+        c.reject(
+            format!("{field}.tool"),
+            format!(
+                "is {} characters; MCP tool names are at most {MAX_TOOL_NAME_CHARS}",
+                call.tool.chars().count()
+            ),
+        );
     }
     if !call.arguments.is_object() {
         c.reject(
             format!("{field}.arguments"),
             "must be a JSON object (tool arguments are named)",
         );
+    } else if nests_deeper_than(&call.arguments, MAX_ARGUMENTS_DEPTH) {
+        c.reject(
+            format!("{field}.arguments"),
+            format!(
+                "nested more than {MAX_ARGUMENTS_DEPTH} levels deep; tool arguments may nest at most {MAX_ARGUMENTS_DEPTH} levels"
+            ),
+        );
     }
+}
+
+/// Whether `value` has more than `max` levels of objects and arrays (the
+/// outermost counts as one). Walks without recursion, so no depth can
+/// overflow the stack here.
+fn nests_deeper_than(value: &serde_json::Value, max: usize) -> bool {
+    use serde_json::Value;
+    // Each container with the number of levels it opens.
+    let mut stack = vec![(value, 1_usize)];
+    while let Some((value, level)) = stack.pop() {
+        match value {
+            Value::Array(_) | Value::Object(_) if level > max => return true,
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, level + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, level + 1))),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Checks an RFC 1123 DNS label: 1–63 characters of `[a-z0-9-]`, starting and
