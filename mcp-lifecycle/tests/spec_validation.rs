@@ -328,7 +328,161 @@ fn invalid_cases() -> Vec<Case> {
         case("label value of 64 characters", "labels.long", |s| {
             s.labels.insert("long".into(), "v".repeat(64));
         }),
+        // lengths the kernel refuses at exec: MAX_ARG_STRLEN counts the NUL, and
+        // NAME= for an environment string; a path over PATH_MAX (with its NUL)
+        // is ENAMETOOLONG
+        case("1 MB program", "source.command.program", |s| {
+            command(s, &format!("/{}", "a".repeat(MB)), &[])
+        }),
+        case("program of PATH_MAX bytes", "source.command.program", |s| {
+            command(s, &"/".repeat(PATH_MAX), &[])
+        }),
+        case(
+            "argument of MAX_ARG_STRLEN bytes",
+            "source.command.args[2]",
+            |s| command(s, "mcp", &["--root", "/srv", &"a".repeat(MAX_ARG_STRLEN)]),
+        ),
+        case("1 MB argument", "source.command.args[0]", |s| {
+            command(s, "mcp", &[&"a".repeat(MB)])
+        }),
+        case(
+            "1 MB working directory",
+            "source.command.working_dir",
+            |s| {
+                s.source = Source::Command(Command {
+                    program: "mcp".into(),
+                    args: Vec::new(),
+                    working_dir: Some(format!("/{}", "d".repeat(MB))),
+                })
+            },
+        ),
+        case("1 MB env name", "env[0].name", |s| {
+            env_key(s, &"A".repeat(MB))
+        }),
+        case("1 MB env value", "env[0].value", |s| {
+            s.env[0].source = EnvSource::Value("v".repeat(MB))
+        }),
+        case(
+            "env NAME=value of MAX_ARG_STRLEN bytes with its NUL",
+            "env[0].value",
+            // "LOG_LEVEL" + "=" + value + NUL
+            |s| s.env[0].source = EnvSource::Value("v".repeat(MAX_ARG_STRLEN - "LOG_LEVEL=".len())),
+        ),
+        case("1 MB name of a secret variable", "env[1].name", |s| {
+            s.env[1].name = "S".repeat(MB)
+        }),
+        case(
+            "env adding up past the 1 MiB total",
+            // base() holds "LOG_LEVEL=info\0" (15) and "GITHUB_TOKEN=\0" (14); each
+            // pushed "Vn=<120 KiB>\0" is 122884: eight fit (983101), the ninth,
+            // env[10], does not.
+            "env[10]",
+            |s| {
+                for i in 0..9 {
+                    s.env
+                        .push(EnvEntry::plain(format!("V{i}"), "v".repeat(120 * 1024)));
+                }
+            },
+        ),
+        case("1 MB readiness tool name", "health.readiness.tool", |s| {
+            s.health.readiness.as_mut().unwrap().tool = "t".repeat(MB)
+        }),
+        case(
+            "129-character readiness tool name",
+            "health.readiness.tool",
+            |s| s.health.readiness.as_mut().unwrap().tool = "t".repeat(129),
+        ),
+        case(
+            "129-character liveness tool name",
+            "health.liveness.tool.tool",
+            |s| {
+                s.health.liveness = LivenessCheck::Tool(ReadinessCall {
+                    tool: "t".repeat(129),
+                    arguments: json!({}),
+                })
+            },
+        ),
+        case("1 MB http path", "transport.http.path", |s| {
+            s.transport = Transport::Http {
+                port: 8080,
+                path: format!("/{}", "p".repeat(MB)),
+            }
+        }),
+        case("sse path of 4097 bytes", "transport.sse.path", |s| {
+            s.transport = Transport::Sse {
+                port: 8080,
+                path: format!("/{}", "p".repeat(4096)),
+            }
+        }),
+        case(
+            "readiness arguments nested 200 levels",
+            "health.readiness.arguments",
+            |s| readiness_args(s, nested(200)),
+        ),
+        case(
+            "readiness arguments nested 33 levels",
+            "health.readiness.arguments",
+            |s| readiness_args(s, nested(33)),
+        ),
+        case(
+            "liveness arguments nested 200 levels",
+            "health.liveness.tool.arguments",
+            |s| {
+                s.health.liveness = LivenessCheck::Tool(ReadinessCall {
+                    tool: "ping".into(),
+                    arguments: nested(200),
+                })
+            },
+        ),
+        case(
+            "arguments adding up past a custom total",
+            // "mcp\0" (4) + 301 per argument: 305, 606, 907, then 1208.
+            "source.command.args[3]",
+            |s| {
+                let arg = "a".repeat(300);
+                command(s, "mcp", &[&arg, &arg, &arg, &arg])
+            },
+        )
+        .with_limits(Limits {
+            max_command_bytes: 1000,
+            ..Limits::default()
+        }),
+        case(
+            "env value over a custom per-string maximum",
+            // "LOG_LEVEL=" (10) + 60 + NUL = 71 > 64
+            "env[0].value",
+            |s| s.env[0].source = EnvSource::Value("v".repeat(60)),
+        )
+        .with_limits(Limits {
+            max_arg_bytes: 64,
+            ..Limits::default()
+        }),
     ]
+}
+
+/// One megabyte: a value no runtime takes as one argument or variable.
+const MB: usize = 1 << 20;
+/// Linux's MAX_ARG_STRLEN (32 pages): the longest argument or environment
+/// string execve takes, its terminating NUL included.
+const MAX_ARG_STRLEN: usize = 128 * 1024;
+/// Linux's PATH_MAX, its terminating NUL included.
+const PATH_MAX: usize = 4096;
+
+fn command(spec: &mut ServerSpec, program: &str, args: &[&str]) {
+    spec.source = Source::Command(Command {
+        program: program.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        working_dir: None,
+    });
+}
+
+/// A JSON object `levels` deep: `{"a": {"a": … {"a": 1}}}`.
+fn nested(levels: usize) -> serde_json::Value {
+    let mut value = json!(1);
+    for _ in 0..levels {
+        value = json!({ "a": value });
+    }
+    value
 }
 
 #[test]
@@ -407,6 +561,13 @@ fn invalid_table_covers_the_required_fields() {
         "transport.http.port",
         "resources.memory",
         "resources.cpu",
+        "source.command.program",
+        "source.command.args[0]",
+        "source.command.working_dir",
+        "env[0].value",
+        "env[10]",
+        "health.readiness.tool",
+        "transport.http.path",
     ] {
         assert!(fields.contains(required), "no case for {required}");
     }
@@ -479,6 +640,36 @@ fn boundary_values_are_accepted() {
             s.labels.insert("example.com/tier".into(), "gold".into());
         }),
         ("stdio", |s| s.transport = Transport::Stdio),
+        ("program of PATH_MAX - 1 bytes", |s| {
+            command(s, &"/".repeat(PATH_MAX - 1), &[])
+        }),
+        ("argument of MAX_ARG_STRLEN - 1 bytes", |s| {
+            command(s, "mcp", &[&"a".repeat(MAX_ARG_STRLEN - 1)])
+        }),
+        ("env NAME=value of MAX_ARG_STRLEN - 1 bytes", |s| {
+            s.env[0].source = EnvSource::Value("v".repeat(MAX_ARG_STRLEN - 1 - "LOG_LEVEL=".len()))
+        }),
+        ("eight 120 KiB variables (under the 1 MiB total)", |s| {
+            for i in 0..8 {
+                s.env
+                    .push(EnvEntry::plain(format!("V{i}"), "v".repeat(120 * 1024)));
+            }
+        }),
+        ("128-character tool name", |s| {
+            s.health.readiness.as_mut().unwrap().tool = "t".repeat(128)
+        }),
+        ("http path of 4096 bytes", |s| {
+            s.transport = Transport::Http {
+                port: 8080,
+                path: format!("/{}", "p".repeat(4095)),
+            }
+        }),
+        ("readiness arguments nested 32 levels", |s| {
+            readiness_args(s, nested(32))
+        }),
+        ("readiness arguments with a long flat array", |s| {
+            readiness_args(s, json!({ "list": vec![[1]; 10_000] }))
+        }),
         ("command source", |s| {
             s.source = Source::Command(Command {
                 program: "/usr/bin/mcp".into(),
@@ -496,6 +687,34 @@ fn boundary_values_are_accepted() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn default_string_limits_are_the_documented_ones() {
+    let limits = Limits::default();
+    assert_eq!(limits.max_arg_bytes, MAX_ARG_STRLEN);
+    assert_eq!(limits.max_command_bytes, 1 << 20);
+}
+
+#[test]
+fn the_command_total_counts_every_string_with_its_nul() {
+    let limits = Limits {
+        max_command_bytes: 1000,
+        ..Limits::default()
+    };
+    let arg = "a".repeat(300);
+    // "mcp\0" (4) + 3 × 301 + 64 + "LOG_LEVEL=info\0" (15) + "GITHUB_TOKEN=\0"
+    // (14, a secret's value is not known yet) = 1000.
+    let mut spec = base();
+    command(&mut spec, "mcp", &[&arg, &arg, &arg, &"b".repeat(63)]);
+    spec.validate(&limits).unwrap();
+    // One byte more, and the last string, the secret variable, is blamed.
+    command(&mut spec, "mcp", &[&arg, &arg, &arg, &"b".repeat(64)]);
+    let err = spec.validate(&limits).unwrap_err();
+    let fields: Vec<&str> = err.errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["env[1]"], "{err}");
+    assert!(err.errors[0].reason.contains("1001 bytes"), "{err}");
+    assert!(err.errors[0].reason.contains("at most 1000"), "{err}");
 }
 
 #[test]
@@ -998,4 +1217,547 @@ fn name_errors_say_what_is_wrong() {
     // A long non-ASCII name is blamed for its character, not a byte count.
     assert!(reason(&"é".repeat(40)).contains("'é'"));
     assert!(reason("GitHub").contains("'G'"));
+}
+
+// ----- loading: what is rejected, and where --------------------------------------
+
+/// The reason of a load error, which must be `Invalid`.
+fn load_reason(result: mcp_lifecycle::Result<ServerSpec>) -> String {
+    match result {
+        Ok(spec) => panic!("accepted as {spec:?}"),
+        Err(mcp_lifecycle::Error::InvalidArgument { reason, .. }) => reason,
+        Err(other) => panic!("not an invalid-argument error: {other:?}"),
+    }
+}
+
+/// Checks that each document is rejected with a reason that starts with its
+/// field path and contains each of `wanted`.
+fn check_load_errors(
+    load: fn(&str) -> mcp_lifecycle::Result<ServerSpec>,
+    cases: &[(&str, &str, &[&str])],
+) {
+    let mut failures = Vec::new();
+    for (text, field, wanted) in cases {
+        let reason = match load(text) {
+            Ok(spec) => {
+                failures.push(format!("{text:?}: accepted as {spec:?}"));
+                continue;
+            }
+            Err(mcp_lifecycle::Error::InvalidArgument { reason, .. }) => reason,
+            Err(other) => {
+                failures.push(format!("{text:?}: wrong error {other:?}"));
+                continue;
+            }
+        };
+        if !reason.starts_with(&format!("{field}: ")) {
+            failures.push(format!("{text:?}: does not name {field}: {reason}"));
+        }
+        for w in *wanted {
+            if !reason.contains(w) {
+                failures.push(format!("{text:?}: {reason:?} does not say {w:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn yaml_scalars_that_are_not_strings_are_rejected_where_a_string_is_wanted() {
+    let string = &["expected a string"][..];
+    check_load_errors(
+        ServerSpec::from_yaml,
+        &[
+            ("name: null\nsource: {image: r}\n", "name", string),
+            ("name: ~\nsource: {image: r}\n", "name", string),
+            ("name: true\nsource: {image: r}\n", "name", string),
+            ("name: 42\nsource: {image: r}\n", "name", string),
+            ("name: 1.5\nsource: {image: r}\n", "name", string),
+            ("name: x\nsource: {image: 42}\n", "source.image", string),
+            ("name: x\nsource: {image: null}\n", "source.image", string),
+            (
+                "name: x\nsource: {command: {program: null}}\n",
+                "source.command.program",
+                string,
+            ),
+            (
+                "name: x\nsource: {command: {program: p, args: [a, 1]}}\n",
+                "source.command.args[1]",
+                string,
+            ),
+            (
+                "name: x\nsource: {command: {program: p, args: [null]}}\n",
+                "source.command.args[0]",
+                string,
+            ),
+            (
+                "name: x\nsource: {command: {program: p, working_dir: 7}}\n",
+                "source.command.working_dir",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nenv: [{name: null, value: v}]\n",
+                "env[0].name",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nenv: [{name: A, value: 42}]\n",
+                "env[0].value",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nenv: [{name: A, value: b}, {name: B, value: true}]\n",
+                "env[1].value",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nenv: [{name: A, value: null}]\n",
+                "env[0].value",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nenv: [{name: A, secret: {name: null, key: k}}]\n",
+                "env[0].secret.name",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nenv: [{name: A, secret: {name: s, key: 1}}]\n",
+                "env[0].secret.key",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nlabels: {team: null}\n",
+                "labels.team",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nlabels: {team: 1}\n",
+                "labels.team",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nhealth: {readiness: {tool: 42}}\n",
+                "health.readiness.tool",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nhealth: {liveness: {tool: {tool: true}}}\n",
+                "health.liveness.tool.tool",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\ntransport: {http: {port: 80, path: null}}\n",
+                "transport.http.path",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\ntransport: {sse: {port: 80, path: 1}}\n",
+                "transport.sse.path",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nresources: {memory: 536870912}\n",
+                "resources.memory",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nresources: {cpu: 2}\n",
+                "resources.cpu",
+                string,
+            ),
+        ],
+    );
+    // A key that is not a string is rejected too (a number key is named by
+    // its number, a null one by its map); so is a key given twice.
+    check_load_errors(
+        ServerSpec::from_yaml,
+        &[
+            (
+                "name: x\nsource: {image: r}\nlabels: {null: x}\n",
+                "labels",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nlabels: {1: x}\n",
+                "labels.1",
+                string,
+            ),
+            (
+                "name: x\nsource: {image: r}\nlabels: {team: a, team: b}\n",
+                "labels",
+                &["\"team\"", "more than once"],
+            ),
+        ],
+    );
+    check_load_errors(
+        ServerSpec::from_json,
+        &[(
+            r#"{"name": "x", "source": {"image": "r"}, "labels": {"team": "a", "team": "b"}}"#,
+            "labels",
+            &["\"team\"", "more than once"],
+        )],
+    );
+}
+
+#[test]
+fn quoted_yaml_scalars_stay_strings() {
+    let spec = ServerSpec::from_yaml(
+        r#"
+name: "null"
+source: {command: {program: 'true', args: ["1", 'null', "~"], working_dir: "7"}}
+env: [{name: A, value: "42"}, {name: B, secret: {name: "null", key: '1'}}]
+labels: {team: "1", "null": x}
+health: {readiness: {tool: "42"}}
+transport: {http: {port: 80, path: "null"}}
+resources: {memory: "536870912", cpu: "2"}
+"#,
+    )
+    .unwrap();
+    assert_eq!(spec.name, "null");
+    assert_eq!(
+        spec.source,
+        Source::Command(Command {
+            program: "true".into(),
+            args: vec!["1".into(), "null".into(), "~".into()],
+            working_dir: Some("7".into()),
+        })
+    );
+    assert_eq!(
+        spec.env,
+        [
+            EnvEntry::plain("A", "42"),
+            EnvEntry::secret("B", SecretRef::new("null", "1")),
+        ]
+    );
+    assert_eq!(
+        spec.labels,
+        BTreeMap::from([
+            ("team".to_owned(), "1".to_owned()),
+            ("null".to_owned(), "x".to_owned()),
+        ])
+    );
+    assert_eq!(spec.health.readiness.as_ref().unwrap().tool, "42");
+    assert_eq!(
+        spec.transport,
+        Transport::Http {
+            port: 80,
+            path: "null".into()
+        }
+    );
+    assert_eq!(spec.resources.memory.as_deref(), Some("536870912"));
+    assert_eq!(spec.resources.cpu.as_deref(), Some("2"));
+    // Written back, such strings are quoted, so they read back as strings.
+    let text = spec.to_yaml().unwrap();
+    assert_eq!(ServerSpec::from_yaml(&text).unwrap(), spec, "{text}");
+    // An explicit null for an optional field is still "not set".
+    let spec =
+        ServerSpec::from_yaml("name: x\nsource: {command: {program: p, working_dir: null}}\n")
+            .unwrap();
+    assert_eq!(
+        spec.source,
+        Source::Command(Command {
+            program: "p".into(),
+            args: Vec::new(),
+            working_dir: None,
+        })
+    );
+}
+
+#[test]
+fn json_type_errors_name_the_field() {
+    let string = &["expected a string"][..];
+    check_load_errors(
+        ServerSpec::from_json,
+        &[
+            (
+                r#"{"name": null, "source": {"image": "r"}}"#,
+                "name",
+                string,
+            ),
+            (
+                r#"{"name": "x", "source": {"image": 42}}"#,
+                "source.image",
+                string,
+            ),
+            (
+                r#"{"name": "x", "source": {"image": "r"}, "env": [{"name": "A", "value": true}]}"#,
+                "env[0].value",
+                string,
+            ),
+            (
+                r#"{"name": "x", "source": {"command": {"program": "p", "args": ["a", null]}}}"#,
+                "source.command.args[1]",
+                string,
+            ),
+            (
+                r#"{"name": "x", "source": {"image": "r"}, "replicas": "2"}"#,
+                "replicas",
+                &[],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn env_entry_errors_name_the_entry_and_say_what_is_wanted() {
+    let head = "name: x\nsource: {image: r}\n";
+    let cases: Vec<(String, &str, &[&str])> = vec![
+        (
+            format!("{head}env: [{{name: A, valeu: b}}]\n"),
+            "env[0]",
+            &["valeu", "name", "value", "secret"],
+        ),
+        (
+            format!(
+                "{head}env: [{{name: A, value: b}}, {{name: B, secert: {{name: s, key: k}}}}]\n"
+            ),
+            "env[1]",
+            &["secert", "name", "value", "secret"],
+        ),
+        (
+            format!("{head}env: [{{name: A, value: [a, b]}}]\n"),
+            "env[0].value",
+            &["sequence", "expected a string"],
+        ),
+        (
+            format!("{head}env: [{{name: A, value: {{a: b}}}}]\n"),
+            "env[0].value",
+            &["map", "expected a string"],
+        ),
+        (
+            format!("{head}env: [{{name: A}}]\n"),
+            "env[0]",
+            &["value", "secret"],
+        ),
+        (format!("{head}env: [{{value: v}}]\n"), "env[0]", &["name"]),
+        (
+            format!("{head}env: [{{name: A, value: v, secret: {{name: s, key: k}}}}]\n"),
+            "env[0]",
+            &["value", "secret"],
+        ),
+        (
+            format!("{head}env: [{{name: A, secret: [s, k]}}]\n"),
+            "env[0].secret",
+            &["sequence"],
+        ),
+        (format!("{head}env: [A]\n"), "env[0]", &["map"]),
+    ];
+    let cases: Vec<(&str, &str, &[&str])> = cases
+        .iter()
+        .map(|(text, field, wanted)| (text.as_str(), *field, *wanted))
+        .collect();
+    check_load_errors(ServerSpec::from_yaml, &cases);
+    check_load_errors(
+        ServerSpec::from_json,
+        &[(
+            r#"{"name": "x", "source": {"image": "r"}, "env": [{"name": "A", "valeu": "b"}]}"#,
+            "env[0]",
+            &["valeu", "name", "value", "secret"],
+        )],
+    );
+}
+
+/// `{a: {a: … {a: 1}}}` nested `levels` deep, in YAML flow style (also JSON
+/// with `"a"` for `a`).
+fn nested_text(levels: usize, key: &str) -> String {
+    format!(
+        "{}1{}",
+        format!("{{{key}: ").repeat(levels),
+        "}".repeat(levels)
+    )
+}
+
+#[test]
+fn deeply_nested_arguments_are_rejected_at_the_arguments_field() {
+    let deep = nested_text(200, "a");
+    let over = nested_text(33, "a");
+    let wanted = &["32 levels"][..];
+    let yaml = |health: String| format!("name: x\nsource: {{image: r}}\nhealth: {health}\n");
+    let cases = [
+        (
+            yaml(format!("{{readiness: {{tool: t, arguments: {deep}}}}}")),
+            "health.readiness.arguments",
+        ),
+        (
+            yaml(format!("{{readiness: {{tool: t, arguments: {over}}}}}")),
+            "health.readiness.arguments",
+        ),
+        (
+            yaml(format!(
+                "{{readiness: {{tool: t, arguments: {{list: [{deep}]}}}}}}"
+            )),
+            "health.readiness.arguments",
+        ),
+        (
+            yaml(format!(
+                "{{liveness: {{tool: {{tool: t, arguments: {deep}}}}}}}"
+            )),
+            "health.liveness.tool.arguments",
+        ),
+    ];
+    let cases: Vec<(&str, &str, &[&str])> = cases
+        .iter()
+        .map(|(text, field)| (text.as_str(), *field, wanted))
+        .collect();
+    check_load_errors(ServerSpec::from_yaml, &cases);
+
+    let deep = nested_text(200, "\"a\"");
+    let json = format!(
+        r#"{{"name": "x", "source": {{"image": "r"}}, "health": {{"readiness": {{"tool": "t", "arguments": {deep}}}}}}}"#
+    );
+    check_load_errors(
+        ServerSpec::from_json,
+        &[(json.as_str(), "health.readiness.arguments", wanted)],
+    );
+
+    // 32 levels load, and are valid.
+    let ok = nested_text(32, "a");
+    let spec = ServerSpec::from_yaml(&yaml(format!(
+        "{{readiness: {{tool: t, arguments: {ok}}}}}"
+    )))
+    .unwrap();
+    assert_eq!(
+        spec.health.readiness.as_ref().unwrap().arguments,
+        nested(32)
+    );
+    spec.validate(&Limits::default()).unwrap();
+}
+
+#[test]
+fn a_byte_order_mark_is_ignored() {
+    let yaml = "name: tiny\nsource: {image: repo:1}\n";
+    let json = r#"{"name": "tiny", "source": {"image": "repo:1"}}"#;
+    let expected = ServerSpec::new("tiny", Source::Image("repo:1".into()));
+    assert_eq!(
+        ServerSpec::from_yaml(&format!("\u{feff}{yaml}")).unwrap(),
+        expected
+    );
+    assert_eq!(
+        ServerSpec::from_json(&format!("\u{feff}{json}")).unwrap(),
+        expected
+    );
+    assert_eq!(
+        ServerSpec::from_yaml(&format!("\u{feff}{FULL_YAML}")).unwrap(),
+        full_expected()
+    );
+    // Only one, and only at the start.
+    load_reason(ServerSpec::from_json(&format!("\u{feff}\u{feff}{json}")));
+}
+
+/// The longest a reason that quotes a huge value may be.
+const SHORT: usize = 300;
+
+#[test]
+fn errors_about_huge_values_quote_only_a_prefix() {
+    let huge = "a".repeat(MB);
+    let failures = std::cell::RefCell::new(Vec::new());
+    // Short, with no run of more than 64 characters of the value; where the
+    // value is quoted, its size is said.
+    let check = |what: &str, message: String, quoted: Option<usize>| {
+        let mut ok = message.len() <= SHORT && !message.contains(&"a".repeat(65));
+        if let Some(bytes) = quoted {
+            let prefix = "a".repeat(64);
+            ok &= message.contains(&format!("\"{prefix}…\" ({bytes} bytes)"))
+                || message.contains(&format!("`{prefix}…` ({bytes} bytes)"));
+        }
+        if !ok {
+            let shown: String = message.chars().take(SHORT).collect();
+            failures
+                .borrow_mut()
+                .push(format!("{what}: {} bytes: {shown}", message.len()));
+        }
+    };
+
+    type Mutation = Box<dyn Fn(&mut ServerSpec, &str)>;
+    let mutations: Vec<(&str, String, Mutation, bool)> = vec![
+        ("image", format!("{huge}:x y"), Box::new(image), true),
+        // Under the length limit, so that the key itself is quoted.
+        (
+            "env key",
+            format!("{}-", "a".repeat(100_000)),
+            Box::new(env_key),
+            true,
+        ),
+        (
+            "memory",
+            huge.clone(),
+            Box::new(|s, v| s.resources.memory = Some(v.into())),
+            true,
+        ),
+        (
+            "cpu",
+            huge.clone(),
+            Box::new(|s, v| s.resources.cpu = Some(v.into())),
+            true,
+        ),
+        (
+            "label key",
+            huge.clone(),
+            Box::new(|s, v| {
+                s.labels.insert(v.into(), "x".into());
+            }),
+            false,
+        ),
+        (
+            "label value",
+            huge.clone(),
+            Box::new(|s, v| {
+                s.labels.insert("k".into(), v.into());
+            }),
+            false,
+        ),
+        (
+            "server name",
+            format!("{huge}_"),
+            Box::new(|s, v| s.name = v.into()),
+            true,
+        ),
+    ];
+    for (what, value, mutate, quoted) in mutations {
+        let mut spec = base();
+        mutate(&mut spec, &value);
+        match spec.validate(&Limits::default()) {
+            Ok(()) => failures.borrow_mut().push(format!("{what}: accepted")),
+            Err(err) => check(what, err.to_string(), quoted.then_some(value.len())),
+        }
+    }
+    let head = "name: x\nsource: {image: r}\n";
+    for (what, text) in [
+        ("replicas", format!("{head}replicas: \"{huge}\"\n")),
+        (
+            "port",
+            format!("{head}transport: {{http: {{port: {huge}}}}}\n"),
+        ),
+        ("interval", format!("{head}health: {{interval: {huge}}}\n")),
+        ("transport kind", format!("{head}transport: {huge}\n")),
+    ] {
+        match ServerSpec::from_yaml(&text) {
+            Ok(_) => failures.borrow_mut().push(format!("{what}: accepted")),
+            Err(err) => check(what, err.to_string(), Some(MB)),
+        }
+    }
+    let json = format!(r#"{{"name": "x", "source": {{"image": "r"}}, "{huge}": 1}}"#);
+    match ServerSpec::from_json(&json) {
+        Ok(_) => failures
+            .borrow_mut()
+            .push("unknown JSON key: accepted".into()),
+        Err(err) => check("unknown JSON key", err.to_string(), Some(MB)),
+    }
+    let failures = failures.into_inner();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_quoted_prefix_ends_on_a_character_boundary() {
+    // Two-byte characters: a byte-count cut at 64 would split one.
+    let mut spec = base();
+    image(&mut spec, &format!("{}:x y", "é".repeat(MB / 2)));
+    let err = spec.validate(&Limits::default()).unwrap_err();
+    let message = err.to_string();
+    assert!(message.len() < SHORT, "{} bytes", message.len());
+    assert!(message.contains(&"é".repeat(64)), "{message}");
+    assert!(!message.contains(&"é".repeat(65)), "{message}");
+    assert!(
+        message.contains(&format!("({} bytes)", MB + 4)),
+        "{message}"
+    );
 }

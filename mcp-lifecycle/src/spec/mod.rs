@@ -4,11 +4,14 @@
 //! This module owns the shape of the desired state and the rules that reject a
 //! bad one. It must not talk to a runtime, a store or a registry.
 
+mod de;
+mod load;
 mod server;
+mod show;
 mod validate;
 
 #[cfg(test)]
-pub(crate) use server::from_yaml_str;
+pub(crate) use load::from_yaml_str;
 pub use server::{
     Command, EnvEntry, EnvSource, HealthSpec, LivenessCheck, ReadinessCall, Resources, SecretRef,
     ServerSpec, Source, Transport, UpdatePolicy,

@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::de;
+use super::load::{from_json_str, from_yaml_str};
 use crate::error::{Error, Result};
 
 /// The desired state of one MCP server.
@@ -37,13 +39,17 @@ use crate::error::{Error, Result};
 pub struct ServerSpec {
     /// The server's name: an RFC 1123 label (lowercase letters, digits and
     /// `-`, at most 63 characters, starting and ending with a letter or digit).
+    #[serde(deserialize_with = "de::string")]
     pub name: String,
     /// What to run.
     pub source: Source,
     /// How MCP is spoken to it. Default: stdio.
     #[serde(default)]
     pub transport: Transport,
-    /// Environment variables, plain or from a secret.
+    /// Environment variables, plain or from a secret. Each `NAME=value`
+    /// within [`Limits::max_arg_bytes`](crate::Limits::max_arg_bytes), all
+    /// together (with the program and arguments) within
+    /// [`Limits::max_command_bytes`](crate::Limits::max_command_bytes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvEntry>,
     /// How many instances should be ready. Default: 1.
@@ -59,7 +65,11 @@ pub struct ServerSpec {
     #[serde(default)]
     pub update: UpdatePolicy,
     /// Labels copied onto every workload of this server.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "de::string_map"
+    )]
     pub labels: BTreeMap<String, String>,
     /// How long a graceful stop waits before killing. Default: 10 s.
     #[serde(default = "default_stop_grace", with = "humantime_serde")]
@@ -91,8 +101,11 @@ impl ServerSpec {
         }
     }
 
-    /// Parses a spec from YAML. Unknown fields are rejected. The result is not
-    /// yet validated: call [`ServerSpec::validate`].
+    /// Parses a spec from YAML. Unknown fields are rejected, and so is a
+    /// non-string scalar where a string is wanted (`name: null`, `value: 42`:
+    /// quote it). An error starts with the path of the field it is about
+    /// (`env[0].value: …`). A leading byte-order mark is ignored. The result is
+    /// not yet validated: call [`ServerSpec::validate`].
     pub fn from_yaml(text: &str) -> Result<Self> {
         from_yaml_str(text).map_err(|e| Error::invalid("server spec YAML", e))
     }
@@ -102,10 +115,12 @@ impl ServerSpec {
         to_yaml_string(self).map_err(|e| Error::invalid("server spec", e))
     }
 
-    /// Parses a spec from JSON. Unknown fields are rejected. The result is not
-    /// yet validated: call [`ServerSpec::validate`].
+    /// Parses a spec from JSON. Unknown fields are rejected. An error starts
+    /// with the path of the field it is about (`env[0].value: …`). A leading
+    /// byte-order mark is ignored. The result is not yet validated: call
+    /// [`ServerSpec::validate`].
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::invalid("server spec JSON", e.to_string()))
+        from_json_str(text).map_err(|e| Error::invalid("server spec JSON", e))
     }
 
     /// A stable hash of everything that shapes a workload (all but `replicas`,
@@ -125,15 +140,6 @@ impl ServerSpec {
         let digest = Sha256::digest(&bytes);
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
-}
-
-/// Parses YAML where enums are written as one-key maps (`source: {image: …}`),
-/// the same shape serde gives them in JSON, rather than as YAML `!tags`.
-pub(crate) fn from_yaml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_norway::with::singleton_map_recursive::deserialize(serde_norway::Deserializer::from_str(
-        text,
-    ))
-    .map_err(|e| e.to_string())
 }
 
 /// Writes YAML in the shape [`ServerSpec::from_yaml`] reads.
@@ -159,6 +165,7 @@ struct WorkloadShape<'a> {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
     /// A container image reference (`registry/repo:tag` or `repo@sha256:…`).
+    #[serde(deserialize_with = "de::string")]
     Image(String),
     /// A program on the host, run by the local-process backend.
     Command(Command),
@@ -168,13 +175,27 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Command {
-    /// The program: a path, or a name looked up on `PATH`.
+    /// The program: a path, or a name looked up on `PATH`. At most 4095
+    /// bytes (Linux's `PATH_MAX` with the NUL), and within
+    /// [`Limits::max_arg_bytes`](crate::Limits::max_arg_bytes).
+    #[serde(deserialize_with = "de::string")]
     pub program: String,
-    /// Its arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Its arguments, each within
+    /// [`Limits::max_arg_bytes`](crate::Limits::max_arg_bytes), all together
+    /// (with the program and environment) within
+    /// [`Limits::max_command_bytes`](crate::Limits::max_command_bytes).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de::strings"
+    )]
     pub args: Vec<String>,
-    /// Its working directory. Default: the host's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Its working directory, at most 4095 bytes. Default: the host's.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de::opt_string"
+    )]
     pub working_dir: Option<String>,
 }
 
@@ -189,16 +210,16 @@ pub enum Transport {
     Http {
         /// The port the server listens on inside its workload.
         port: u16,
-        /// The MCP endpoint path. Default: `/mcp`.
-        #[serde(default = "default_http_path")]
+        /// The MCP endpoint path, at most 4096 bytes. Default: `/mcp`.
+        #[serde(default = "default_http_path", deserialize_with = "de::string")]
         path: String,
     },
     /// The legacy HTTP+SSE transport on a port and path.
     Sse {
         /// The port the server listens on inside its workload.
         port: u16,
-        /// The SSE endpoint path. Default: `/sse`.
-        #[serde(default = "default_sse_path")]
+        /// The SSE endpoint path, at most 4096 bytes. Default: `/sse`.
+        #[serde(default = "default_sse_path", deserialize_with = "de::string")]
         path: String,
     },
 }
@@ -211,9 +232,11 @@ fn default_sse_path() -> String {
     "/sse".to_owned()
 }
 
-/// One environment variable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One environment variable: `{name, value}` or `{name, secret}`.
+///
+/// Its `Deserialize` is written by hand (in `de.rs`) so that an unknown key, a
+/// wrong type or a missing source is reported at the entry's path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EnvEntry {
     /// The variable's name: `[A-Za-z_][A-Za-z0-9_]*`.
     pub name: String,
@@ -245,6 +268,7 @@ impl EnvEntry {
 #[serde(rename_all = "snake_case")]
 pub enum EnvSource {
     /// A literal value, stored in the spec.
+    #[serde(deserialize_with = "de::string")]
     Value(String),
     /// A reference resolved by the [`crate::SecretSource`] at each start.
     Secret(SecretRef),
@@ -256,8 +280,10 @@ pub enum EnvSource {
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// The secret's name.
+    #[serde(deserialize_with = "de::string")]
     pub name: String,
     /// The key inside the secret.
+    #[serde(deserialize_with = "de::string")]
     pub key: String,
 }
 
@@ -283,10 +309,18 @@ impl std::fmt::Display for SecretRef {
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Memory limit. Default: the backend's (512 MiB for containers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de::opt_string"
+    )]
     pub memory: Option<String>,
     /// CPU limit in cores. Default: the backend's (1 core for containers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de::opt_string"
+    )]
     pub cpu: Option<String>,
 }
 
@@ -357,10 +391,12 @@ pub enum LivenessCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadinessCall {
-    /// The tool's name.
+    /// The tool's name: 1 to 128 characters, as MCP asks of tool names.
+    #[serde(deserialize_with = "de::string")]
     pub tool: String,
-    /// Its arguments: a JSON object. Default: `{}`.
-    #[serde(default = "empty_object")]
+    /// Its arguments: a JSON object, nested at most 32 levels deep (the
+    /// object itself is the first). Default: `{}`.
+    #[serde(default = "empty_object", deserialize_with = "de::arguments")]
     pub arguments: serde_json::Value,
 }
 

@@ -7,7 +7,22 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+use super::de::MAX_ARGUMENTS_DEPTH;
 use super::server::{EnvSource, LivenessCheck, ReadinessCall, ServerSpec, Source, Transport};
+use super::show::{path_key, quote};
+
+/// The longest path the kernel takes for a program or working directory, its
+/// terminating NUL included (Linux's `PATH_MAX`; longer is `ENAMETOOLONG`).
+const PATH_MAX: usize = 4096;
+
+/// The longest tool name, in characters. MCP says tool names should be 1 to
+/// 128 characters (specification 2025-11-25, "Tool names").
+const MAX_TOOL_NAME_CHARS: usize = 128;
+
+/// The longest HTTP or SSE endpoint path, in bytes. HTTP/1.1 asks servers to
+/// take request lines of at least 8000 octets (RFC 9112, section 3); 4096
+/// leaves room for the method, version and query.
+const MAX_HTTP_PATH_BYTES: usize = 4096;
 
 /// Bounds that depend on the host rather than on one spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +31,20 @@ pub struct Limits {
     pub max_replicas: u32,
     /// The longest duration any interval, timeout or grace period may have. Default: 1 hour.
     pub max_duration: Duration,
+    /// The longest single string handed to `execve`, in bytes with its
+    /// terminating NUL: each of the program and its arguments, and each
+    /// environment variable as `NAME=value`. Default: 131072, Linux's
+    /// `MAX_ARG_STRLEN`, which the kernel enforces for local processes and
+    /// inside containers alike.
+    pub max_arg_bytes: usize,
+    /// The most the program, its arguments and the spec's environment may add
+    /// up to, counted as [`Limits::max_arg_bytes`] counts each string. A
+    /// secret variable counts only `NAME=` and its NUL, as its value is not
+    /// known before start. Default: 1 MiB, half of Linux's usual `ARG_MAX`
+    /// (2 MiB: a quarter of the default 8 MiB stack limit), which leaves the
+    /// other half for what a backend or image adds (an inherited environment,
+    /// an entrypoint, `PORT`) and for the pointer arrays the kernel counts too.
+    pub max_command_bytes: usize,
 }
 
 impl Default for Limits {
@@ -23,6 +52,8 @@ impl Default for Limits {
         Limits {
             max_replicas: 10,
             max_duration: Duration::from_secs(3600),
+            max_arg_bytes: 128 * 1024,
+            max_command_bytes: 1024 * 1024,
         }
     }
 }
@@ -65,7 +96,7 @@ impl ValidationError {
 
 impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "server spec {:?} is invalid: ", self.server)?;
+        write!(f, "server spec {} is invalid: ", quote(&self.server))?;
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
@@ -89,11 +120,43 @@ impl Collector {
     }
 }
 
+/// The running size of what `execve` gets (program, arguments, environment),
+/// against [`Limits::max_command_bytes`]. Only the first string that takes it
+/// over is rejected; strings rejected on their own do not count.
+struct CommandSize {
+    total: usize,
+    max: usize,
+    over: bool,
+}
+
+impl CommandSize {
+    /// Adds a string of `bytes` (NUL included) at `field`, rejecting it if it
+    /// is the first to take the total over.
+    fn add(&mut self, c: &mut Collector, field: String, bytes: usize) {
+        self.total = self.total.saturating_add(bytes);
+        if !self.over && self.total > self.max {
+            self.over = true;
+            c.reject(
+                field,
+                format!(
+                    "brings the program, arguments and environment to {} bytes; at most {} allowed in all",
+                    self.total, self.max
+                ),
+            );
+        }
+    }
+}
+
 impl ServerSpec {
     /// Checks the spec against its rules and the host's `limits`. Returns every
     /// problem found.
     pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
         let mut c = Collector { errors: Vec::new() };
+        let mut size = CommandSize {
+            total: 0,
+            max: limits.max_command_bytes,
+            over: false,
+        };
         if let Err(reason) = check_rfc1123_label(&self.name) {
             c.reject("name", reason);
         }
@@ -104,8 +167,33 @@ impl ServerSpec {
                 }
             }
             Source::Command(cmd) => {
+                let program_bytes = cmd.program.len() + 1;
                 if cmd.program.trim().is_empty() {
                     c.reject("source.command.program", "must not be empty");
+                } else if program_bytes > PATH_MAX.min(limits.max_arg_bytes) {
+                    c.reject(
+                        "source.command.program",
+                        too_long(program_bytes, PATH_MAX.min(limits.max_arg_bytes)),
+                    );
+                } else {
+                    size.add(&mut c, "source.command.program".into(), program_bytes);
+                }
+                for (i, arg) in cmd.args.iter().enumerate() {
+                    let field = format!("source.command.args[{i}]");
+                    let bytes = arg.len() + 1;
+                    if bytes > limits.max_arg_bytes {
+                        c.reject(field, too_long(bytes, limits.max_arg_bytes));
+                    } else {
+                        size.add(&mut c, field, bytes);
+                    }
+                }
+                if let Some(dir) = &cmd.working_dir
+                    && dir.len() + 1 > PATH_MAX
+                {
+                    c.reject(
+                        "source.command.working_dir",
+                        too_long(dir.len() + 1, PATH_MAX),
+                    );
                 }
                 if cmd.program.contains('\0')
                     || cmd.args.iter().any(|a| a.contains('\0'))
@@ -132,7 +220,15 @@ impl ServerSpec {
                         "must be between 1 and 65535",
                     );
                 }
-                if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+                if path.len() > MAX_HTTP_PATH_BYTES {
+                    c.reject(
+                        format!("transport.{kind}.path"),
+                        format!(
+                            "is {} bytes; at most {MAX_HTTP_PATH_BYTES} allowed",
+                            path.len()
+                        ),
+                    );
+                } else if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
                     c.reject(
                         format!("transport.{kind}.path"),
                         "must start with '/' and contain no whitespace",
@@ -142,22 +238,47 @@ impl ServerSpec {
         }
         let mut seen = BTreeSet::new();
         for (i, entry) in self.env.iter().enumerate() {
-            if let Err(reason) = check_env_key(&entry.name) {
+            // `NAME=` and the NUL.
+            let name_bytes = entry.name.len() + 2;
+            let mut fits = true;
+            if name_bytes > limits.max_arg_bytes {
+                fits = false;
+                c.reject(
+                    format!("env[{i}].name"),
+                    too_long(name_bytes, limits.max_arg_bytes),
+                );
+            } else if let Err(reason) = check_env_key(&entry.name) {
                 c.reject(format!("env[{i}].name"), reason);
             } else if !seen.insert(entry.name.as_str()) {
                 c.reject(
                     format!("env[{i}].name"),
-                    format!("{:?} is set more than once", entry.name),
+                    format!("{} is set more than once", quote(&entry.name)),
                 );
             }
+            let mut bytes = name_bytes;
             match &entry.source {
-                EnvSource::Value(v) if v.contains('\0') => {
-                    c.reject(format!("env[{i}].value"), "must not contain NUL");
+                EnvSource::Value(v) => {
+                    bytes = bytes.saturating_add(v.len());
+                    if fits && bytes > limits.max_arg_bytes {
+                        fits = false;
+                        c.reject(
+                            format!("env[{i}].value"),
+                            format!(
+                                "makes NAME=value {bytes} bytes with its NUL; at most {} allowed",
+                                limits.max_arg_bytes
+                            ),
+                        );
+                    } else if v.contains('\0') {
+                        c.reject(format!("env[{i}].value"), "must not contain NUL");
+                    }
                 }
                 EnvSource::Secret(r) if r.name.is_empty() || r.key.is_empty() => {
                     c.reject(format!("env[{i}].secret"), "name and key must both be set");
                 }
-                _ => {}
+                EnvSource::Secret(_) => {}
+            }
+            if fits {
+                size.add(&mut c, format!("env[{i}]"), bytes);
             }
         }
         if self.replicas > limits.max_replicas {
@@ -212,7 +333,7 @@ impl ServerSpec {
         }
         for (key, value) in &self.labels {
             if let Err(reason) = check_label_key(key) {
-                c.reject(format!("labels.{key}"), reason);
+                c.reject(format!("labels.{}", path_key(key)), reason);
             } else if value.len() > 63 || value.contains(['\0', '\n']) {
                 c.reject(
                     format!("labels.{key}"),
@@ -249,16 +370,54 @@ fn check_duration(c: &mut Collector, field: &str, d: Duration, min: Duration, li
     }
 }
 
+/// `bytes` (what a string takes with its NUL) against `max`.
+fn too_long(bytes: usize, max: usize) -> String {
+    format!("is {bytes} bytes with its NUL; at most {max} allowed")
+}
+
 fn check_call(c: &mut Collector, field: &str, call: &ReadinessCall) {
     if call.tool.trim().is_empty() {
         c.reject(format!("{field}.tool"), "must name a tool");
+    } else if call.tool.chars().nth(MAX_TOOL_NAME_CHARS).is_some() {
+        c.reject(
+            format!("{field}.tool"),
+            format!(
+                "is {} characters; MCP tool names are at most {MAX_TOOL_NAME_CHARS}",
+                call.tool.chars().count()
+            ),
+        );
     }
     if !call.arguments.is_object() {
         c.reject(
             format!("{field}.arguments"),
             "must be a JSON object (tool arguments are named)",
         );
+    } else if nests_deeper_than(&call.arguments, MAX_ARGUMENTS_DEPTH) {
+        c.reject(
+            format!("{field}.arguments"),
+            format!(
+                "nested more than {MAX_ARGUMENTS_DEPTH} levels deep; tool arguments may nest at most {MAX_ARGUMENTS_DEPTH} levels"
+            ),
+        );
     }
+}
+
+/// Whether `value` has more than `max` levels of objects and arrays (the
+/// outermost counts as one). Walks without recursion, so no depth can
+/// overflow the stack here.
+fn nests_deeper_than(value: &serde_json::Value, max: usize) -> bool {
+    use serde_json::Value;
+    // Each container with the number of levels it opens.
+    let mut stack = vec![(value, 1_usize)];
+    while let Some((value, level)) = stack.pop() {
+        match value {
+            Value::Array(_) | Value::Object(_) if level > max => return true,
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, level + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, level + 1))),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Checks an RFC 1123 DNS label: 1–63 characters of `[a-z0-9-]`, starting and
@@ -294,7 +453,7 @@ fn check_image_reference(image: &str) -> Result<(), String> {
     }
     let reference = image
         .parse::<oci_spec::distribution::Reference>()
-        .map_err(|e| format!("{image:?} is not a valid image reference: {e}"))?;
+        .map_err(|e| format!("{} is not a valid image reference: {e}", quote(image)))?;
     // The reference grammar lets a first component with uppercase letters
     // match as a registry host; oci-spec then takes one without '.' or ':'
     // as part of a Docker Hub repository path without checking its case, so
@@ -305,7 +464,8 @@ fn check_image_reference(image: &str) -> Result<(), String> {
         .any(|c| c.is_ascii_uppercase())
     {
         return Err(format!(
-            "{image:?} is not a valid image reference: repository name must be lowercase"
+            "{} is not a valid image reference: repository name must be lowercase",
+            quote(image)
         ));
     }
     Ok(())
@@ -316,10 +476,12 @@ fn check_env_key(key: &str) -> Result<(), String> {
     match chars.next() {
         None => Err("must not be empty".into()),
         Some(first) if !(first.is_ascii_alphabetic() || first == '_') => Err(format!(
-            "{key:?} must start with a letter or '_' (POSIX environment name)"
+            "{} must start with a letter or '_' (POSIX environment name)",
+            quote(key)
         )),
         Some(_) if !chars.all(|ch| ch.is_ascii_alphanumeric() || ch == '_') => Err(format!(
-            "{key:?} may only contain ASCII letters, digits and '_'"
+            "{} may only contain ASCII letters, digits and '_'",
+            quote(key)
         )),
         Some(_) => Ok(()),
     }
@@ -367,14 +529,17 @@ pub fn parse_memory_bytes(text: &str) -> Result<u64, String> {
         .iter()
         .find_map(|(s, m)| text.strip_suffix(s).map(|d| (d, *m)))
         .unwrap_or((text, 1));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a memory quantity like \"256Mi\" or \"1Gi\""))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        format!(
+            "{} is not a memory quantity like \"256Mi\" or \"1Gi\"",
+            quote(text)
+        )
+    })?;
     let bytes = n
         .checked_mul(unit)
-        .ok_or_else(|| format!("{text:?} is too large"))?;
+        .ok_or_else(|| format!("{} is too large", quote(text)))?;
     if bytes < 4 << 20 {
-        return Err(format!("{text:?} is below the 4Mi minimum"));
+        return Err(format!("{} is below the 4Mi minimum", quote(text)));
     }
     Ok(bytes)
 }
@@ -392,10 +557,11 @@ pub fn parse_cpu_millis(text: &str) -> Result<u64, String> {
     };
     match millis {
         None => Err(format!(
-            "{text:?} is not a CPU quantity like \"500m\" or \"1.5\""
+            "{} is not a CPU quantity like \"500m\" or \"1.5\"",
+            quote(text)
         )),
         Some(0) => Err("must be more than zero".into()),
-        Some(m) if m > 1_024_000 => Err(format!("{text:?} is more than 1024 cores")),
+        Some(m) if m > 1_024_000 => Err(format!("{} is more than 1024 cores", quote(text))),
         Some(m) => Ok(m),
     }
 }
