@@ -24,8 +24,7 @@
 
 mod common;
 
-use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +33,7 @@ use mcp_lifecycle::ports::StaticSecretSource;
 use mcp_lifecycle::secret::{REDACTED, redacting};
 use mcp_lifecycle::spec::{EnvEntry, SecretRef, Source, UpdatePolicy};
 use mcp_lifecycle::state::BackoffPolicy;
+use mcp_lifecycle::testing::LogCapture;
 use mcp_lifecycle::{
     InMemoryStore, Lifecycle, LifecycleConfig, SecretSource, SecretValue, ServerSpec, Wait,
 };
@@ -41,7 +41,6 @@ use mcp_lifecycle_docker::DockerOrchestrator;
 use mcp_lifecycle_docker::bollard::Docker;
 use mcp_lifecycle_docker::bollard::query_parameters::KillContainerOptionsBuilder;
 use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -60,35 +59,8 @@ const READY: Duration = Duration::from_secs(60);
 
 // ----- capture -----------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-struct CapturedWriter(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for CapturedWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = CapturedWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        CapturedWriter(self.0.clone())
-    }
-}
+/// Everything the subscriber writes, shared with the test.
+type Captured = LogCapture;
 
 struct Captures {
     raw: Captured,

@@ -18,21 +18,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Debug;
-use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_lifecycle::lifecycle::{INSTANCES, SERVERS};
 use mcp_lifecycle::ports::{ResolvedEnv, StaticSecretSource};
 use mcp_lifecycle::secret::{REDACTED, redacting};
 use mcp_lifecycle::spec::{EnvEntry, SecretRef};
-use mcp_lifecycle::testing::{CallKind, FakeOrchestrator, FakeProber, ImageCatalog, fake_digest};
+use mcp_lifecycle::testing::{
+    CallKind, FakeOrchestrator, FakeProber, ImageCatalog, LogCapture, fake_digest,
+};
 use mcp_lifecycle::{
     ErrorKind, InMemoryStore, InstanceSpec, Lifecycle, LifecycleEvent, LifecycleEventKind,
     Orchestrator, SecretSource, SecretValue, ServerSpec, Source, Store, TokioClock, Wait,
 };
 use tokio::sync::broadcast;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 /// The secret value. Distinctive, so a match cannot be a coincidence.
@@ -63,35 +63,7 @@ fn spec(server: &str, extra: &[(&str, &str)]) -> ServerSpec {
 // ----- log capture -----------------------------------------------------------
 
 /// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-struct CapturedWriter(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for CapturedWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = CapturedWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        CapturedWriter(self.0.clone())
-    }
-}
+type Captured = LogCapture;
 
 /// A subscriber that writes every event and every span open/close, with all
 /// fields, at TRACE level, into `captured`.

@@ -10,10 +10,14 @@
 pub mod fake_orchestrator;
 pub mod fake_prober;
 pub mod fake_resolver;
+#[cfg(feature = "tracing-subscriber")]
+pub mod log_capture;
 pub mod orchestrator_conformance;
 pub mod store_conformance;
 
 pub use fake_orchestrator::{CallCounts, CallKind, FakeOrchestrator, ImageCatalog};
 pub use fake_prober::FakeProber;
 pub use fake_resolver::{FakeResolver, fake_digest};
+#[cfg(feature = "tracing-subscriber")]
+pub use log_capture::LogCapture;
 pub use orchestrator_conformance::ConformanceFixture;
