@@ -109,6 +109,7 @@ impl Inspected {
             image_digest,
             labels: self.labels.clone(),
             started_at: self.started_at,
+            replica: None,
         }
     }
 

@@ -21,6 +21,7 @@
 mod freshness;
 mod intents;
 mod leadership;
+mod owned;
 mod reads;
 mod reconcile;
 mod runtime_view;
@@ -100,6 +101,7 @@ impl Controller {
             events,
             servers: RwLock::new(HashMap::default()),
             runtime: RuntimeView::default(),
+            applied: Default::default(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });

@@ -142,20 +142,24 @@ pub(crate) fn publish_if_changed(
     slot.snapshot.send_replace(Some(status));
 }
 
-struct Pass<'a> {
-    shared: &'a Arc<Shared>,
-    name: &'a str,
-    now: Timestamp,
-    errors: u32,
-    again: bool,
+pub(super) struct Pass<'a> {
+    pub(super) shared: &'a Arc<Shared>,
+    pub(super) name: &'a str,
+    pub(super) now: Timestamp,
+    pub(super) errors: u32,
+    pub(super) again: bool,
     /// Whether an instance changed phase since this was last cleared.
-    phases_changed: bool,
+    pub(super) phases_changed: bool,
     /// The workload hash of what new instances run (computed when the record changes).
-    hash: Arc<str>,
+    pub(super) hash: Arc<str>,
 }
 
 impl Pass<'_> {
     async fn run(&mut self, st: &mut ServerState) -> PassOutcome {
+        let orchestrator = self.shared.orchestrator.clone();
+        if let Some(owner) = orchestrator.replica_owner() {
+            return self.run_owned(st, owner).await;
+        }
         // A host's stop mode applies to this pass's removals alone.
         let stop_mode = st.pending_stop.take().unwrap_or(StopMode::Graceful);
         self.refresh_dirty().await;
@@ -226,7 +230,7 @@ impl Pass<'_> {
     }
 
     /// Inspects the instances the event stream said changed.
-    async fn refresh_dirty(&mut self) {
+    pub(super) async fn refresh_dirty(&mut self) {
         for id in self.shared.runtime.take_dirty(self.name) {
             match self.shared.orchestrator.inspect(&id).await {
                 Ok(obs) => self.shared.runtime.upsert(obs),
@@ -243,7 +247,7 @@ impl Pass<'_> {
     }
 
     /// Feeds one event to one instance's machine and queues its actions.
-    fn feed(
+    pub(super) fn feed(
         &mut self,
         st: &mut ServerState,
         id: &InstanceId,
@@ -568,7 +572,7 @@ impl Pass<'_> {
 
     /// Builds what the runtime needs, resolving secrets. The error names the
     /// secret reference and the variable, never a value.
-    async fn instance_spec(
+    pub(super) async fn instance_spec(
         &self,
         record: &ServerRecord,
         instance: &InstanceRecord,
@@ -614,7 +618,7 @@ impl Pass<'_> {
     }
 
     /// Probes every running instance whose probe is due, concurrently.
-    async fn probe_due(
+    pub(super) async fn probe_due(
         &mut self,
         st: &mut ServerState,
         record: &ServerRecord,
@@ -795,36 +799,41 @@ impl Pass<'_> {
             self.stop_and_remove(st, &id, mode, grace).await;
         }
         if self.errors == 0 && st.instances.is_empty() {
-            if st.record().is_some() {
-                if let Err(error) = records::remove(
-                    self.shared.store.as_ref(),
-                    SERVERS,
-                    self.name,
-                    self.shared.leadership.fence().as_ref(),
-                )
-                .await
-                {
-                    self.store_error(st, "deleting the server record", &error);
-                    st.error_streak = st.error_streak.saturating_add(1);
-                    return PassOutcome::WakeAt(Some(self.now + error_backoff(st.error_streak)));
-                }
-                st.set_record(None);
-            }
-            if st.update.version.is_some() {
-                let _ = records::remove(
-                    self.shared.store.as_ref(),
-                    crate::records::freshness::FRESHNESS,
-                    self.name,
-                    self.shared.leadership.fence().as_ref(),
-                )
-                .await;
-            }
-            self.shared.runtime.forget_server(self.name);
-            PassOutcome::Deleted
+            self.forget_server(st).await
         } else {
             st.error_streak = st.error_streak.saturating_add(1);
             PassOutcome::WakeAt(Some(self.now + error_backoff(st.error_streak)))
         }
+    }
+
+    /// Deletes a server's records once its workloads are gone.
+    pub(super) async fn forget_server(&mut self, st: &mut ServerState) -> PassOutcome {
+        if st.record().is_some() {
+            if let Err(error) = records::remove(
+                self.shared.store.as_ref(),
+                SERVERS,
+                self.name,
+                self.shared.leadership.fence().as_ref(),
+            )
+            .await
+            {
+                self.store_error(st, "deleting the server record", &error);
+                st.error_streak = st.error_streak.saturating_add(1);
+                return PassOutcome::WakeAt(Some(self.now + error_backoff(st.error_streak)));
+            }
+            st.set_record(None);
+        }
+        if st.update.version.is_some() {
+            let _ = records::remove(
+                self.shared.store.as_ref(),
+                crate::records::freshness::FRESHNESS,
+                self.name,
+                self.shared.leadership.fence().as_ref(),
+            )
+            .await;
+        }
+        self.shared.runtime.forget_server(self.name);
+        PassOutcome::Deleted
     }
 
     /// Writes every changed record. A failed write is kept dirty and retried.
@@ -852,7 +861,7 @@ impl Pass<'_> {
         }
     }
 
-    fn runtime_error(
+    pub(super) fn runtime_error(
         &mut self,
         st: &mut ServerState,
         id: Option<&InstanceId>,
@@ -883,7 +892,7 @@ impl Pass<'_> {
     }
 
     /// The earliest time anything of this server needs attention.
-    fn next_wake(&self, st: &ServerState, policy: &InstancePolicy) -> Timestamp {
+    pub(super) fn next_wake(&self, st: &ServerState, policy: &InstancePolicy) -> Timestamp {
         let mut wake: Option<Timestamp> = None;
         let mut consider = |t: Timestamp| wake = Some(wake.map_or(t, |w| w.min(t)));
         if self.again {
@@ -925,7 +934,7 @@ impl Pass<'_> {
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Retry delay after passes with failed calls: 1 s doubling to 30 s.
-fn error_backoff(streak: u32) -> Duration {
+pub(super) fn error_backoff(streak: u32) -> Duration {
     let shift = streak.saturating_sub(1).min(5);
     Duration::from_secs(1u64 << shift).min(Duration::from_secs(30))
 }

@@ -18,6 +18,7 @@ use crate::status::LifecycleEvent;
 use crate::time::{Clock, Timestamp};
 
 use super::leadership::Leadership;
+use super::owned::Applied;
 use super::runtime_view::RuntimeView;
 use super::server::{ServerSlot, ServerState};
 use super::tasks::run_server;
@@ -42,6 +43,9 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<LifecycleEvent>,
     pub(crate) servers: RwLock<HashMap<String, Arc<ServerSlot>, foldhash::fast::RandomState>>,
     pub(crate) runtime: RuntimeView,
+    /// What this host last handed a replica-owning runtime, per server
+    /// (empty for instance-granular runtimes).
+    pub(crate) applied: std::sync::Mutex<HashMap<String, Applied>>,
     pub(crate) permits: Semaphore,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -69,6 +73,28 @@ impl Shared {
     pub(crate) fn forget_sessions(&self, id: &InstanceId) {
         self.prober.forget(id);
         self.sessions.forget(id);
+    }
+
+    /// What this host last handed a replica-owning runtime for `server`.
+    pub(crate) fn applied(&self, server: &str) -> Option<Applied> {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(server)
+            .cloned()
+    }
+
+    /// Records (or, with `None`, forgets) what was handed to the runtime.
+    pub(crate) fn set_applied(&self, server: &str, applied: Option<Applied>) {
+        let mut map = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        match applied {
+            Some(applied) => {
+                map.insert(server.to_owned(), applied);
+            }
+            None => {
+                map.remove(server);
+            }
+        }
     }
 
     /// The label selector for every workload this manager owns.

@@ -58,6 +58,7 @@ pub(super) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
 /// kicks its server. Resubscribes if the stream ends.
 pub(super) async fn pump_runtime_events(shared: Arc<Shared>, first: EventStream) {
     let mut first = Some(first);
+    let owns_replicas = shared.orchestrator.replica_owner().is_some();
     loop {
         let mut stream = first.take().unwrap_or_else(|| shared.orchestrator.events());
         loop {
@@ -67,10 +68,10 @@ pub(super) async fn pump_runtime_events(shared: Arc<Shared>, first: EventStream)
                 next = stream.next() => next,
             };
             let Some(event) = next else { break };
-            // Starts are the controller's own doing (runtimes here never
-            // restart a workload by themselves), and their result is already
-            // recorded; exits and removals are news.
-            if event.kind == RuntimeEventKind::Started {
+            // On instance-granular runtimes starts are the controller's own
+            // doing, and their result is already recorded; exits and removals
+            // are news. A runtime that owns replicas starts them itself.
+            if event.kind == RuntimeEventKind::Started && !owns_replicas {
                 continue;
             }
             shared.runtime.mark_dirty(&event.server, &event.instance);
@@ -114,6 +115,24 @@ pub(super) async fn take_listing(
     let (kept, orphans): (Vec<_>, Vec<_>) = listed.into_iter().partition(|o| known(&o.server));
     shared.runtime.replace_all(kept);
     let mut removed = 0;
+    if let Some(owner) = shared.orchestrator.replica_owner() {
+        // The runtime keeps replicas of a workload alive: remove the workload.
+        let servers: std::collections::BTreeSet<&str> =
+            orphans.iter().map(|o| o.server.as_str()).collect();
+        for server in servers {
+            match owner.delete_workload(server).await {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(%server, "removed a workload no spec owns");
+                }
+                Err(error) => {
+                    tracing::warn!(%server, %error,
+                        "could not remove a workload no spec owns; the next resync retries");
+                }
+            }
+        }
+        return removed;
+    }
     for orphan in orphans {
         match shared.orchestrator.remove(&orphan.id).await {
             Ok(()) => {

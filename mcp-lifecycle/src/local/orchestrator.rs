@@ -230,6 +230,7 @@ impl Instance {
             image_digest: None,
             labels: self.spec.labels.clone(),
             started_at: self.started_at,
+            replica: None,
         }
     }
 }

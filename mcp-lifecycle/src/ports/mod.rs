@@ -6,6 +6,7 @@
 
 mod image_resolver;
 mod orchestrator;
+mod replicas;
 mod secret_source;
 mod store;
 
@@ -14,5 +15,6 @@ pub use orchestrator::{
     Connection, EventStream, InstanceId, InstanceObservation, InstanceSpec, Orchestrator,
     ResolvedEnv, RuntimeEvent, RuntimeEventKind, RuntimeStatus, StdioStream, StopMode, labels,
 };
+pub use replicas::{ReplicaDetail, ReplicaOwner, WaitingReason, WorkloadSpec};
 pub use secret_source::{EnvSecretSource, SecretSource, StaticSecretSource};
 pub use store::{Fence, Lease, Precondition, Record, Store, Version};

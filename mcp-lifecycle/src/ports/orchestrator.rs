@@ -16,6 +16,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::replicas::{ReplicaDetail, ReplicaOwner};
 use crate::error::Result;
 use crate::secret::SecretValue;
 use crate::spec::{Resources, Source, Transport};
@@ -167,6 +168,9 @@ pub struct InstanceObservation {
     pub labels: BTreeMap<String, String>,
     /// When the runtime last started it.
     pub started_at: Option<Timestamp>,
+    /// What a runtime that owns replicas adds (restarts, why it waits);
+    /// `None` from instance-granular backends.
+    pub replica: Option<ReplicaDetail>,
 }
 
 /// How to stop an instance.
@@ -228,6 +232,9 @@ pub enum RuntimeEventKind {
     },
     /// The instance was removed.
     Removed,
+    /// Something else changed that a runtime owning its replicas decides
+    /// (scheduling, pulling an image, waiting out its restart back-off).
+    Changed,
 }
 
 /// A stream of runtime events. Ends only when the backend is dropped.
@@ -284,4 +291,11 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// returns a new subscription; events before the call are not replayed, so
     /// subscribe before listing.
     fn events(&self) -> EventStream;
+
+    /// The replica-owning capability, for a runtime that keeps a server's
+    /// replicas itself (Kubernetes). `None` (the default) means the
+    /// controller starts, restarts and replaces instances one by one.
+    fn replica_owner(&self) -> Option<&dyn ReplicaOwner> {
+        None
+    }
 }

@@ -299,6 +299,7 @@ impl Instance {
             image_digest: self.image_digest.clone(),
             labels: self.spec.labels.clone(),
             started_at: self.started_at,
+            replica: None,
         }
     }
 
