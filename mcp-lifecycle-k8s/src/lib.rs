@@ -1,14 +1,47 @@
 //! # mcp-lifecycle-k8s
 //!
-//! The Kubernetes backend of [`mcp_lifecycle`]: an implementation of the
-//! [`mcp_lifecycle::Orchestrator`] port on kube and k8s-openapi, a
-//! Lease-backed [`mcp_lifecycle::Store`] for leases, and a probe-pod
-//! [`mcp_lifecycle::ImageResolver`] that uses the cluster's own pull secrets.
+//! The Kubernetes backend of [`mcp_lifecycle`]: [`KubernetesOrchestrator`]
+//! implements the [`mcp_lifecycle::Orchestrator`] port and its
+//! [`mcp_lifecycle::ports::ReplicaOwner`] capability on kube and k8s-openapi.
 //!
-//! **Status: not implemented yet.** This crate holds its place in the
-//! workspace so that the layout and the dependency graph are settled.
-//! k8s-openapi will be a dependency without a version feature here (the
-//! version is chosen by binaries and dev-dependencies only).
+//! - One Deployment per server, written by server-side apply with the field
+//!   manager `mcp-lifecycle`; replicas through the scale subresource; a
+//!   Service per HTTP or SSE server; the spec's secret values in a Secret
+//!   the pods reference, never in the Deployment. Everything carries the
+//!   `mcp-lifecycle.dev/server` label, so `kubectl get deploy,pods,svc -l
+//!   mcp-lifecycle.dev/server=NAME` shows it all.
+//! - Every pod template carries the readiness gate
+//!   `mcp-lifecycle.dev/mcp-ready`, which the library sets from its MCP
+//!   probes: Service endpoints and Deployment rollouts (`maxSurge: 1,
+//!   maxUnavailable: 0`) wait for MCP readiness, not for a port. A spec opts
+//!   out with the label `mcp-lifecycle.dev/readiness-gate: "off"`.
+//! - Pods are observed by watch (kube-runtime's watcher and reflector);
+//!   every read is served from that cache. A pod's restart count, waiting
+//!   reason (`CrashLoopBackOff`, `ImagePullBackOff`, `Unschedulable` with the
+//!   scheduler's message, …), last exit code and the kubelet's back-off
+//!   become the instance's attempt, reason and next retry.
+//! - Pods run under the restricted Pod Security profile by default.
+//!
+//! The library crate leaves k8s-openapi's version feature to the binary
+//! that links it (`k8s-openapi = { version = "0.29", features = ["v1_33"] }`
+//! or whichever the host targets).
+//!
+//! ```no_run
+//! # async fn run() -> mcp_lifecycle::Result<()> {
+//! use std::sync::Arc;
+//! use mcp_lifecycle::Lifecycle;
+//! use mcp_lifecycle_k8s::{KubernetesConfig, KubernetesOrchestrator};
+//!
+//! let backend = KubernetesOrchestrator::builder()
+//!     .config(KubernetesConfig { namespace: "mcp".into(), ..Default::default() })
+//!     .build()
+//!     .await?;
+//! let lifecycle = Lifecycle::builder()
+//!     .orchestrator(Arc::new(backend))
+//!     .build()
+//!     .await?;
+//! # let _ = lifecycle; Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(
@@ -20,3 +53,15 @@
         clippy::print_stderr
     )
 )]
+
+mod config;
+mod errors;
+mod observe;
+mod orchestrator;
+mod watch;
+mod workload;
+
+pub use config::{KubernetesConfig, READINESS_GATE_OPT_OUT, ServiceExposure};
+pub use errors::Forbidden;
+pub use orchestrator::{KubernetesOrchestrator, KubernetesOrchestratorBuilder};
+pub use workload::READY_GATE;

@@ -1,0 +1,516 @@
+//! [`KubernetesOrchestrator`]: the [`Orchestrator`] port and its
+//! [`ReplicaOwner`] capability on the Kubernetes API. Writes are server-side
+//! applies (Deployment, Service, env Secret), the scale subresource, pod
+//! deletions and pod-status patches (the readiness gate); every read is
+//! served from the pod watch's cache.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{AttachParams, DeleteParams, LogParams, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client};
+use mcp_lifecycle::ports::{
+    Connection, EventStream, InstanceId, InstanceObservation, InstanceSpec, Orchestrator,
+    ReplicaOwner, RuntimeEvent, StdioStream, StopMode, WorkloadSpec, labels,
+};
+use mcp_lifecycle::{Error, Result};
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::config::KubernetesConfig;
+use crate::errors::{self, Call};
+use crate::observe::observe;
+use crate::watch;
+use crate::workload::{self, CONTAINER, ENDPOINT_ANNOTATION, READY_GATE};
+
+/// The RBAC verbs a server-side apply needs (`create` for a new object).
+const APPLY: &str = "create` and `patch";
+
+/// How long a read waits for the pod watch's first listing.
+const CACHE_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Kubernetes backend: a Deployment per server (and a Service for HTTP
+/// and SSE servers), pods observed by watch, MCP readiness handed to the
+/// cluster through the `mcp-lifecycle.dev/mcp-ready` readiness gate.
+///
+/// Built with [`KubernetesOrchestrator::builder`]; cheap to clone. Dropping
+/// the last clone ends the watch.
+#[derive(Clone)]
+pub struct KubernetesOrchestrator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    config: KubernetesConfig,
+    pods: Store<Pod>,
+    events: broadcast::Sender<RuntimeEvent>,
+    _watch: DropGuard,
+}
+
+impl std::fmt::Debug for KubernetesOrchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesOrchestrator")
+            .field("namespace", &self.inner.config.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`KubernetesOrchestrator`].
+#[derive(Default)]
+pub struct KubernetesOrchestratorBuilder {
+    config: KubernetesConfig,
+    client: Option<Client>,
+    context: Option<String>,
+}
+
+impl std::fmt::Debug for KubernetesOrchestratorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesOrchestratorBuilder")
+            .field("config", &self.config)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesOrchestratorBuilder {
+    /// The backend's settings (namespace, scheduling, security, exposure).
+    pub fn config(mut self, config: KubernetesConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// A client the host built itself. Without one, the client comes from
+    /// the environment: `KUBECONFIG` or `~/.kube/config`, or the pod's
+    /// service account inside a cluster.
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The kubeconfig context to use instead of the current one.
+    pub fn context(mut self, context: impl Into<String>) -> Self {
+        self.context = Some(context.into());
+        self
+    }
+
+    /// Connects, checks the namespace, and starts the pod watch. A missing
+    /// or broken kubeconfig, an unknown context or namespace, or an
+    /// unreachable API server fails here with an error that says which.
+    pub async fn build(self) -> Result<KubernetesOrchestrator> {
+        let client = match self.client {
+            Some(client) => client,
+            None => {
+                let options = kube::config::KubeConfigOptions {
+                    context: self.context.clone(),
+                    ..Default::default()
+                };
+                let config = match &self.context {
+                    Some(_) => kube::Config::from_kubeconfig(&options)
+                        .await
+                        .map_err(|e| Error::invalid("kubeconfig", e.to_string()))?,
+                    None => kube::Config::infer()
+                        .await
+                        .map_err(|e| Error::invalid("kubeconfig", e.to_string()))?,
+                };
+                Client::try_from(config).map_err(|e| Error::invalid("kubeconfig", e.to_string()))?
+            }
+        };
+        let namespace = self.config.namespace.clone();
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        match namespaces.get(&namespace).await {
+            Ok(_) => {}
+            Err(e) if errors::is_not_found(&e) => {
+                return Err(Error::invalid(
+                    "namespace",
+                    format!("namespace `{namespace}` does not exist"),
+                ));
+            }
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                // A role without `get namespaces` is fine: the namespace shows
+                // itself at the first call.
+                tracing::debug!(%namespace, "may not read the namespace; not checked");
+            }
+            Err(e) => {
+                return Err(errors::map(
+                    Call {
+                        verb: "get",
+                        resource: "namespaces",
+                        name: &namespace,
+                        namespace: &namespace,
+                    },
+                    e,
+                ));
+            }
+        }
+        let (events, _) = broadcast::channel(4096);
+        let cancel = CancellationToken::new();
+        let pods = watch::start(
+            Api::namespaced(client.clone(), &namespace),
+            events.clone(),
+            cancel.clone(),
+        );
+        Ok(KubernetesOrchestrator {
+            inner: Arc::new(Inner {
+                client,
+                config: self.config,
+                pods,
+                events,
+                _watch: cancel.drop_guard(),
+            }),
+        })
+    }
+}
+
+impl KubernetesOrchestrator {
+    /// A builder with the default configuration.
+    pub fn builder() -> KubernetesOrchestratorBuilder {
+        KubernetesOrchestratorBuilder::default()
+    }
+
+    /// The namespace servers run in.
+    pub fn namespace(&self) -> &str {
+        &self.inner.config.namespace
+    }
+
+    /// The client this backend uses.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.inner.client.clone(), &self.inner.config.namespace)
+    }
+
+    fn call<'a>(&'a self, verb: &'a str, resource: &'a str, name: &'a str) -> Call<'a> {
+        Call {
+            verb,
+            resource,
+            name,
+            namespace: &self.inner.config.namespace,
+        }
+    }
+
+    async fn cache_ready(&self) -> Result<()> {
+        match tokio::time::timeout(CACHE_READY_TIMEOUT, self.inner.pods.wait_until_ready()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Error::unavailable(
+                "the Kubernetes API server",
+                "the pod watch has not listed pods yet",
+            )),
+        }
+    }
+
+    fn cached(&self, id: &InstanceId) -> Option<Arc<Pod>> {
+        self.inner
+            .pods
+            .get(&ObjectRef::new(id.as_str()).within(&self.inner.config.namespace))
+    }
+
+    fn apply_params(&self) -> PatchParams {
+        PatchParams::apply(&self.inner.config.field_manager).force()
+    }
+
+    async fn delete_pod(&self, id: &InstanceId, grace: u32) -> Result<()> {
+        let params = DeleteParams {
+            grace_period_seconds: Some(grace),
+            ..DeleteParams::default()
+        };
+        self.api::<Pod>()
+            .delete(id.as_str(), &params)
+            .await
+            .map(|_| ())
+            .map_err(|e| errors::map(self.call("delete", "pods", id.as_str()), e))
+    }
+}
+
+#[async_trait]
+impl Orchestrator for KubernetesOrchestrator {
+    fn backend(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    async fn start(&self, spec: &InstanceSpec) -> Result<InstanceObservation> {
+        Err(Error::invalid(
+            format!("instance {}", spec.id),
+            "the Kubernetes backend owns replicas: apply the server's workload instead",
+        ))
+    }
+
+    async fn stop(&self, id: &InstanceId, mode: StopMode, grace: Duration) -> Result<()> {
+        let grace = match mode {
+            StopMode::Force => 0,
+            StopMode::Graceful => u32::try_from(grace.as_secs()).unwrap_or(u32::MAX),
+        };
+        self.delete_pod(id, grace).await
+    }
+
+    async fn remove(&self, id: &InstanceId) -> Result<()> {
+        match self.delete_pod(id, 0).await {
+            Err(e) if e.kind() == mcp_lifecycle::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn list(&self, selector: &BTreeMap<String, String>) -> Result<Vec<InstanceObservation>> {
+        self.cache_ready().await?;
+        Ok(self
+            .inner
+            .pods
+            .state()
+            .iter()
+            .filter(|pod| {
+                pod.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| labels::matches(l, selector))
+            })
+            .filter_map(|pod| observe(pod))
+            .collect())
+    }
+
+    async fn inspect(&self, id: &InstanceId) -> Result<InstanceObservation> {
+        self.cache_ready().await?;
+        self.cached(id)
+            .and_then(|pod| observe(&pod))
+            .ok_or_else(|| Error::not_found(format!("pod {id}")))
+    }
+
+    async fn logs(&self, id: &InstanceId, tail: usize) -> Result<Vec<String>> {
+        let params = LogParams {
+            container: Some(CONTAINER.to_owned()),
+            tail_lines: Some(i64::try_from(tail).unwrap_or(i64::MAX)),
+            ..LogParams::default()
+        };
+        let text = self
+            .api::<Pod>()
+            .logs(id.as_str(), &params)
+            .await
+            .map_err(|e| errors::map(self.call("get", "pods/log", id.as_str()), e))?;
+        Ok(text.lines().map(str::to_owned).collect())
+    }
+
+    async fn connect(&self, id: &InstanceId) -> Result<Connection> {
+        self.cache_ready().await?;
+        let pod = self
+            .cached(id)
+            .ok_or_else(|| Error::not_found(format!("pod {id}")))?;
+        let endpoint = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ENDPOINT_ANNOTATION))
+            .cloned()
+            .unwrap_or_else(|| "stdio".to_owned());
+        let mut words = endpoint.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("http" | "sse"), Some(port), Some(path)) => {
+                let ip = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.clone())
+                    .ok_or_else(|| {
+                        Error::unavailable(format!("pod {id}"), "the pod has no IP yet")
+                    })?;
+                Ok(Connection::Url(format!("http://{ip}:{port}{path}")))
+            }
+            _ => {
+                let params = AttachParams::default()
+                    .container(CONTAINER)
+                    .stdin(true)
+                    .stdout(true)
+                    .stderr(false);
+                let mut attached = self
+                    .api::<Pod>()
+                    .attach(id.as_str(), &params)
+                    .await
+                    .map_err(|e| errors::map(self.call("create", "pods/attach", id.as_str()), e))?;
+                let (Some(writer), Some(reader)) = (attached.stdin(), attached.stdout()) else {
+                    return Err(Error::unavailable(
+                        format!("pod {id}"),
+                        "the attach session has no stdin or stdout",
+                    ));
+                };
+                let server = id.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = attached.join().await {
+                        tracing::debug!(instance = %server, %error, "attach session ended");
+                    }
+                });
+                Ok(Connection::Stdio(StdioStream {
+                    reader: Box::pin(reader),
+                    writer: Box::pin(writer),
+                }))
+            }
+        }
+    }
+
+    fn events(&self) -> EventStream {
+        BroadcastStream::new(self.inner.events.subscribe())
+            .filter_map(|event| async move { event.ok() })
+            .boxed()
+    }
+
+    fn replica_owner(&self) -> Option<&dyn ReplicaOwner> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl ReplicaOwner for KubernetesOrchestrator {
+    async fn apply_workload(&self, workload: &WorkloadSpec) -> Result<()> {
+        let t = &workload.template;
+        let server = t.server.as_str();
+        let manager = t
+            .labels
+            .get(labels::MANAGED_BY)
+            .cloned()
+            .unwrap_or_else(|| self.inner.config.field_manager.clone());
+        let deployment = workload::deployment(workload, &self.inner.config, &manager)?;
+        let secret = workload::env_secret(workload, &self.inner.config, &manager);
+        let params = self.apply_params();
+        let secrets = self.api::<Secret>();
+        let secret_name = workload::env_secret_name(server);
+        // The values exist before the pods that read them.
+        if let Some(secret) = &secret {
+            secrets
+                .patch(&secret_name, &params, &Patch::Apply(secret))
+                .await
+                .map_err(|e| errors::map(self.call(APPLY, "secrets", &secret_name), e))?;
+        }
+        let applied = self
+            .api::<Deployment>()
+            .patch(server, &params, &Patch::Apply(&deployment))
+            .await
+            .map_err(|e| errors::map(self.call(APPLY, "deployments", server), e))?;
+        let owner = applied.metadata.uid.clone().map(|uid| OwnerReference {
+            api_version: "apps/v1".to_owned(),
+            kind: "Deployment".to_owned(),
+            name: server.to_owned(),
+            uid,
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        });
+        if let Some(mut secret) = secret {
+            secret.metadata.owner_references = owner.clone().map(|o| vec![o]);
+            secrets
+                .patch(&secret_name, &params, &Patch::Apply(&secret))
+                .await
+                .map_err(|e| errors::map(self.call(APPLY, "secrets", &secret_name), e))?;
+        }
+        let services = self.api::<Service>();
+        let service_name = workload::service_name(server);
+        match workload::service(workload, &self.inner.config, &manager) {
+            Some(mut service) => {
+                service.metadata.owner_references = owner.map(|o| vec![o]);
+                services
+                    .patch(&service_name, &params, &Patch::Apply(&service))
+                    .await
+                    .map_err(|e| errors::map(self.call(APPLY, "services", &service_name), e))?;
+            }
+            None => match services
+                .delete(&service_name, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if errors::is_not_found(&e) => {}
+                Err(e) => {
+                    return Err(errors::map(
+                        self.call("delete", "services", &service_name),
+                        e,
+                    ));
+                }
+            },
+        }
+        tracing::debug!(server, replicas = workload.replicas, "workload applied");
+        Ok(())
+    }
+
+    async fn scale(&self, server: &str, replicas: u32) -> Result<()> {
+        let patch = json!({ "spec": { "replicas": replicas } });
+        self.api::<Deployment>()
+            .patch_scale(server, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| errors::map(self.call("patch", "deployments/scale", server), e))
+    }
+
+    async fn delete_workload(&self, server: &str) -> Result<()> {
+        let params = DeleteParams::background();
+        let ignore_missing = |result: std::result::Result<(), kube::Error>,
+                              resource: &str,
+                              name: &str|
+         -> Result<()> {
+            match result {
+                Ok(()) => Ok(()),
+                Err(e) if errors::is_not_found(&e) => Ok(()),
+                Err(e) => Err(errors::map(self.call("delete", resource, name), e)),
+            }
+        };
+        let service = workload::service_name(server);
+        let secret = workload::env_secret_name(server);
+        ignore_missing(
+            self.api::<Deployment>()
+                .delete(server, &params)
+                .await
+                .map(|_| ()),
+            "deployments",
+            server,
+        )?;
+        ignore_missing(
+            self.api::<Service>()
+                .delete(&service, &params)
+                .await
+                .map(|_| ()),
+            "services",
+            &service,
+        )?;
+        ignore_missing(
+            self.api::<Secret>()
+                .delete(&secret, &params)
+                .await
+                .map(|_| ()),
+            "secrets",
+            &secret,
+        )?;
+        Ok(())
+    }
+
+    async fn set_ready(&self, replica: &InstanceId, ready: bool) -> Result<()> {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let patch = json!({
+            "status": {
+                "conditions": [{
+                    "type": READY_GATE,
+                    "status": if ready { "True" } else { "False" },
+                    "lastTransitionTime": now,
+                    "reason": if ready { "McpProbePassed" } else { "McpProbeNotPassed" },
+                }]
+            }
+        });
+        self.api::<Pod>()
+            .patch_status(
+                replica.as_str(),
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| errors::map(self.call("patch", "pods/status", replica.as_str()), e))
+    }
+}

@@ -1,0 +1,100 @@
+//! The pod watch: one kube-runtime watcher over the namespace's managed
+//! pods feeds a reflector (the cache every read is served from) and fans
+//! each change out as a [`RuntimeEvent`]. The watcher relists after an
+//! expired resource version and retries with back-off while the API server
+//! is away; after a relist, pods that vanished meanwhile are reported
+//! removed.
+
+use std::collections::BTreeSet;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use mcp_lifecycle::ports::{InstanceId, RuntimeEvent, RuntimeEventKind, RuntimeStatus, labels};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::observe::observe;
+
+/// Starts the watch; returns the cache. The task ends with `cancel`.
+pub(crate) fn start(
+    api: Api<Pod>,
+    events: broadcast::Sender<RuntimeEvent>,
+    cancel: CancellationToken,
+) -> Store<Pod> {
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels(labels::MANAGED_BY);
+    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut known: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut relisted: BTreeSet<(String, String)> = BTreeSet::new();
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                next = stream.next() => next,
+            };
+            let Some(next) = next else { return };
+            match next {
+                Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
+                    if let Some(key) = key(&pod) {
+                        relisted.insert(key.clone());
+                        known.insert(key);
+                    }
+                    send(&events, &pod, false);
+                }
+                Ok(Event::Delete(pod)) => {
+                    if let Some(key) = key(&pod) {
+                        known.remove(&key);
+                    }
+                    send(&events, &pod, true);
+                }
+                Ok(Event::Init) => relisted.clear(),
+                Ok(Event::InitDone) => {
+                    for (server, name) in known.difference(&relisted) {
+                        let _ = events.send(RuntimeEvent {
+                            instance: InstanceId::from_raw(name.clone()),
+                            server: server.clone(),
+                            kind: RuntimeEventKind::Removed,
+                        });
+                    }
+                    known = std::mem::take(&mut relisted);
+                    relisted = known.clone();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "pod watch failed; retrying with back-off");
+                }
+            }
+        }
+    });
+    reader
+}
+
+fn key(pod: &Pod) -> Option<(String, String)> {
+    let server = pod.metadata.labels.as_ref()?.get(labels::SERVER)?.clone();
+    Some((server, pod.metadata.name.clone()?))
+}
+
+fn send(events: &broadcast::Sender<RuntimeEvent>, pod: &Pod, deleted: bool) {
+    let Some(obs) = observe(pod) else { return };
+    let kind = if deleted {
+        RuntimeEventKind::Removed
+    } else {
+        match obs.status {
+            RuntimeStatus::Running => RuntimeEventKind::Started,
+            RuntimeStatus::Exited {
+                code, oom_killed, ..
+            } => RuntimeEventKind::Exited { code, oom_killed },
+            RuntimeStatus::Created => RuntimeEventKind::Changed,
+        }
+    };
+    let _ = events.send(RuntimeEvent {
+        instance: obs.id,
+        server: obs.server,
+        kind,
+    });
+}

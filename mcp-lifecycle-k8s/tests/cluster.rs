@@ -1,0 +1,315 @@
+//! `Lifecycle` on `KubernetesOrchestrator` against a real cluster (the one
+//! `KUBECONFIG` names; CI starts one with `scripts/k8s-cluster.sh`): Ready
+//! only after the MCP probe, with the readiness gate True and the Service's
+//! endpoints listing the pod only then; a crash loop with its restart count
+//! and reason; a missing image; scaling; graceful and forced stops and a
+//! start again; a stdio server through pod attach; a host restart that
+//! adopts without duplicates; delete leaving nothing behind.
+//!
+//! Each test runs in a namespace of its own, deleted at the end. Tests skip
+//! (printing why) when no cluster answers, and fail instead under
+//! `MCP_LIFECYCLE_REQUIRE_K8S=1`. Pods run the test images of
+//! `scripts/test-images.sh` from the local Docker engine.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{
+    CANARY, READY, TestNamespace, echo, eventually, http, lifecycle, server_spec, test_image,
+    unique,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Secret, Service};
+use kube::api::ListParams;
+use mcp_lifecycle::lifecycle::InstanceStatus;
+use mcp_lifecycle::spec::{EnvEntry, SecretRef, Transport};
+use mcp_lifecycle::state::ServerPhase;
+use mcp_lifecycle::{InMemoryStore, Lifecycle, StopMode, Store, Wait};
+use mcp_lifecycle_k8s::READY_GATE;
+
+fn gate_of(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == READY_GATE)
+        .map(|c| c.status.clone())
+}
+
+fn ready_endpoint_ips(endpoints: &Endpoints) -> Vec<String> {
+    endpoints
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .map(|a| a.ip.clone())
+        .collect()
+}
+
+async fn first_instance(lc: &Lifecycle, server: &str) -> Option<InstanceStatus> {
+    lc.status(server)
+        .await
+        .ok()
+        .and_then(|s| s.instances.into_iter().next())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ready_only_after_the_mcp_probe_with_the_gate_and_endpoints_following() {
+    let test = "ready_only_after_the_mcp_probe_with_the_gate_and_endpoints_following";
+    let Some(ns) = TestNamespace::create(test).await else {
+        return;
+    };
+    let manager = unique("mcpl");
+    let lc = lifecycle(&ns, &manager, Arc::new(InMemoryStore::new())).await;
+    let name = "slow-http";
+    let mut spec = server_spec(name, &test_image(), http());
+    // The container runs at once but answers MCP only after 4 s.
+    spec.env
+        .push(EnvEntry::plain("MCP_TEST_STARTUP_DELAY_MS", "4000"));
+    lc.apply(spec).await.unwrap();
+    lc.start(name, Wait::No).await.unwrap();
+
+    // While the container runs but MCP does not answer: starting, gate not
+    // True, and no ready address behind the Service.
+    let pod = eventually("a running pod", READY, || async {
+        ns.pods_of(name).await.into_iter().find(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                })
+        })
+    })
+    .await;
+    let pod_name = pod.metadata.name.clone().unwrap();
+    let status = lc.status(name).await.unwrap();
+    if status.ready == 0 {
+        assert_ne!(gate_of(&pod).as_deref(), Some("True"));
+        let endpoints = ns.api::<Endpoints>().get(name).await.unwrap();
+        assert!(ready_endpoint_ips(&endpoints).is_empty(), "{endpoints:?}");
+    }
+
+    let status = lc.wait_ready(name, READY).await.unwrap();
+    assert_eq!(status.ready, 1);
+    assert_eq!(status.instances[0].id.as_str(), pod_name);
+    let pod = eventually("the gate True", Duration::from_secs(10), || async {
+        let pod = ns.api::<Pod>().get(&pod_name).await.ok()?;
+        (gate_of(&pod).as_deref() == Some("True")).then_some(pod)
+    })
+    .await;
+    let ip = pod.status.unwrap().pod_ip.unwrap();
+    eventually(
+        "the Service's endpoints list the pod",
+        Duration::from_secs(30),
+        || async {
+            let endpoints = ns.api::<Endpoints>().get(name).await.ok()?;
+            ready_endpoint_ips(&endpoints).contains(&ip).then_some(())
+        },
+    )
+    .await;
+    echo(&lc, name, "through the pod ip").await;
+
+    // One Deployment, one Service, all labelled for kubectl.
+    let deployments = ns
+        .api::<Deployment>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(deployments.items.len(), 1);
+    let service = ns.api::<Service>().get(name).await.unwrap();
+    assert_eq!(
+        service.metadata.labels.unwrap()["mcp-lifecycle.dev/server"],
+        name
+    );
+    lc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_loop_and_a_missing_image_are_reported_with_the_kubelets_reasons() {
+    let test = "a_crash_loop_and_a_missing_image_are_reported_with_the_kubelets_reasons";
+    let Some(ns) = TestNamespace::create(test).await else {
+        return;
+    };
+    let manager = unique("mcpl");
+    let lc = lifecycle(&ns, &manager, Arc::new(InMemoryStore::new())).await;
+    let mut crash = server_spec("crasher", &test_image(), Transport::Stdio);
+    crash
+        .env
+        .push(EnvEntry::plain("MCP_TEST_EXIT_IMMEDIATELY_CODE", "3"));
+    lc.apply(crash).await.unwrap();
+    lc.start("crasher", Wait::No).await.unwrap();
+    // Loopback only: nothing listens there or the tag does not exist.
+    let missing = server_spec(
+        "missing",
+        "127.0.0.1:5000/mcp-lifecycle-no-such-image:v1",
+        Transport::Stdio,
+    );
+    lc.apply(missing).await.unwrap();
+    lc.start("missing", Wait::No).await.unwrap();
+
+    let failed = eventually("a crash loop with restarts", READY, || async {
+        first_instance(&lc, "crasher").await.filter(|i| {
+            i.phase == "failed"
+                && i.attempt >= 2
+                && i.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("CrashLoopBackOff"))
+        })
+    })
+    .await;
+    let reason = failed.reason.unwrap();
+    assert!(reason.contains("last exit code 3"), "{reason}");
+    assert!(failed.next_retry_at.is_some());
+    let status = lc.status("crasher").await.unwrap();
+    assert_eq!(status.ready, 0);
+    assert_ne!(status.phase, ServerPhase::Running);
+
+    let pull = eventually("an image pull failure", READY, || async {
+        first_instance(&lc, "missing").await.filter(|i| {
+            i.phase == "failed"
+                && i.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("ErrImagePull") || r.contains("ImagePullBackOff"))
+        })
+    })
+    .await;
+    assert_eq!(pull.attempt, 0);
+    lc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_stop_start_and_delete_leave_nothing_behind() {
+    let test = "scale_stop_start_and_delete_leave_nothing_behind";
+    let Some(ns) = TestNamespace::create(test).await else {
+        return;
+    };
+    let manager = unique("mcpl");
+    let lc = lifecycle(&ns, &manager, Arc::new(InMemoryStore::new())).await;
+    let name = "scaled";
+    let mut spec = server_spec(name, &test_image(), http());
+    spec.env.push(EnvEntry::secret(
+        "CANARY",
+        SecretRef::new("k8s-test", "canary"),
+    ));
+    lc.apply(spec)
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    let status = lc.start(name, Wait::UntilReady(READY)).await;
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => panic!("start: {e}; status {:?}", lc.status(name).await),
+    };
+    assert_eq!(status.ready, 1);
+    // The secret's value is in a Secret the pod references, not in the Deployment.
+    let deployment = ns.api::<Deployment>().get(name).await.unwrap();
+    assert!(!serde_json::to_string(&deployment).unwrap().contains(CANARY));
+    let secret = ns
+        .api::<Secret>()
+        .get(&format!("{name}-mcp-env"))
+        .await
+        .unwrap();
+    assert!(secret.data.unwrap().contains_key("CANARY"));
+
+    lc.scale(name, 3).await.unwrap();
+    let status = lc.wait_ready(name, READY).await.unwrap();
+    assert_eq!(status.ready, 3);
+    assert_eq!(ns.pods_of(name).await.len(), 3);
+    lc.scale(name, 1).await.unwrap();
+    eventually("one pod after scaling down", READY, || async {
+        (ns.pods_of(name).await.len() == 1).then_some(())
+    })
+    .await;
+
+    // Graceful: the Deployment goes to 0 and the pods terminate.
+    lc.stop(name, StopMode::Graceful).await.unwrap();
+    let deployment = ns.api::<Deployment>().get(name).await.unwrap();
+    assert_eq!(deployment.spec.unwrap().replicas, Some(0));
+    eventually("no pods after a graceful stop", READY, || async {
+        ns.pods_of(name).await.is_empty().then_some(())
+    })
+    .await;
+    let status = eventually("stopped", Duration::from_secs(30), || async {
+        lc.status(name)
+            .await
+            .ok()
+            .filter(|s| s.phase == ServerPhase::Stopped && s.instances.is_empty())
+    })
+    .await;
+    assert_eq!(status.desired, 0);
+
+    // Start again, then force: pods are deleted at once.
+    let status = lc.start(name, Wait::UntilReady(READY)).await.unwrap();
+    assert_eq!(status.ready, 1);
+    lc.stop(name, StopMode::Force).await.unwrap();
+    eventually(
+        "no pods after a forced stop",
+        Duration::from_secs(20),
+        || async { ns.pods_of(name).await.is_empty().then_some(()) },
+    )
+    .await;
+    let status = lc.start(name, Wait::UntilReady(READY)).await.unwrap();
+    assert_eq!(status.ready, 1);
+
+    lc.delete(name).await.unwrap();
+    eventually("nothing left after delete", READY, || async {
+        let pods = ns.pods_of(name).await;
+        let deployments = ns.api::<Deployment>().get_opt(name).await.unwrap();
+        let services = ns.api::<Service>().get_opt(name).await.unwrap();
+        let secrets = ns
+            .api::<Secret>()
+            .get_opt(&format!("{name}-mcp-env"))
+            .await
+            .unwrap();
+        (pods.is_empty() && deployments.is_none() && services.is_none() && secrets.is_none())
+            .then_some(())
+    })
+    .await;
+    assert!(lc.status(name).await.is_err());
+    lc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stdio_server_answers_through_pod_attach_and_a_new_host_adopts_it() {
+    let test = "a_stdio_server_answers_through_pod_attach_and_a_new_host_adopts_it";
+    let Some(ns) = TestNamespace::create(test).await else {
+        return;
+    };
+    let manager = unique("mcpl");
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+    let lc = lifecycle(&ns, &manager, store.clone()).await;
+    let name = "stdio";
+    lc.apply(server_spec(name, &test_image(), Transport::Stdio))
+        .await
+        .unwrap();
+    let status = lc.start(name, Wait::UntilReady(READY)).await.unwrap();
+    assert_eq!(status.ready, 1);
+    let pod = status.instances[0].id.clone();
+    echo(&lc, name, "over attach").await;
+    echo(&lc, name, "and again").await;
+
+    // A new host on the same store sees the same pod, creates nothing.
+    lc.detach().await;
+    let lc = lifecycle(&ns, &manager, store).await;
+    let status = lc.wait_ready(name, READY).await.unwrap();
+    assert_eq!(status.ready, 1);
+    assert_eq!(status.instances.len(), 1);
+    assert_eq!(status.instances[0].id, pod);
+    let pods = ns.pods_of(name).await;
+    assert_eq!(pods.len(), 1);
+    let deployments = ns
+        .api::<Deployment>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(deployments.items.len(), 1);
+    let labels: BTreeMap<String, String> = pods[0].metadata.labels.clone().unwrap();
+    assert_eq!(labels["mcp-lifecycle.dev/managed-by"], manager);
+    echo(&lc, name, "after adoption").await;
+    lc.shutdown().await.unwrap();
+}
