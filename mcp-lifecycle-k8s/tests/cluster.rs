@@ -226,50 +226,44 @@ async fn scale_stop_start_and_delete_leave_nothing_behind() {
     })
     .await;
 
-    // Graceful: the Deployment goes to 0 and the pods terminate.
-    lc.stop(name, StopMode::Graceful).await.unwrap();
+    // Graceful: the Deployment goes to 0; stop returns once the pods are gone.
+    let status = lc.stop(name, StopMode::Graceful).await.unwrap();
+    assert_eq!(status.phase, ServerPhase::Stopped);
+    assert!(status.instances.is_empty(), "{status:?}");
+    assert_eq!(status.desired, 0);
     let deployment = ns.api::<Deployment>().get(name).await.unwrap();
     assert_eq!(deployment.spec.unwrap().replicas, Some(0));
-    eventually("no pods after a graceful stop", READY, || async {
-        ns.pods_of(name).await.is_empty().then_some(())
-    })
-    .await;
-    let status = eventually("stopped", Duration::from_secs(30), || async {
-        lc.status(name)
-            .await
-            .ok()
-            .filter(|s| s.phase == ServerPhase::Stopped && s.instances.is_empty())
-    })
-    .await;
-    assert_eq!(status.desired, 0);
+    assert!(ns.pods_of(name).await.is_empty());
 
     // Start again, then force: pods are deleted at once.
     let status = lc.start(name, Wait::UntilReady(READY)).await.unwrap();
     assert_eq!(status.ready, 1);
-    lc.stop(name, StopMode::Force).await.unwrap();
-    eventually(
-        "no pods after a forced stop",
-        Duration::from_secs(20),
-        || async { ns.pods_of(name).await.is_empty().then_some(()) },
-    )
-    .await;
+    let forced = std::time::Instant::now();
+    let status = lc.stop(name, StopMode::Force).await.unwrap();
+    assert!(status.instances.is_empty(), "{status:?}");
+    assert!(ns.pods_of(name).await.is_empty());
+    // Grace 0: not the spec's 5 s grace period.
+    assert!(
+        forced.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        forced.elapsed()
+    );
     let status = lc.start(name, Wait::UntilReady(READY)).await.unwrap();
     assert_eq!(status.ready, 1);
 
+    // Delete returns once the runtime removed everything.
     lc.delete(name).await.unwrap();
-    eventually("nothing left after delete", READY, || async {
-        let pods = ns.pods_of(name).await;
-        let deployments = ns.api::<Deployment>().get_opt(name).await.unwrap();
-        let services = ns.api::<Service>().get_opt(name).await.unwrap();
-        let secrets = ns
-            .api::<Secret>()
-            .get_opt(&format!("{name}-mcp-env"))
+    assert!(ns.pods_of(name).await.is_empty());
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt(name)
             .await
-            .unwrap();
-        (pods.is_empty() && deployments.is_none() && services.is_none() && secrets.is_none())
-            .then_some(())
-    })
-    .await;
+            .unwrap()
+            .is_none()
+    );
+    assert!(ns.api::<Service>().get_opt(name).await.unwrap().is_none());
+    let secret = ns.api::<Secret>().get_opt(&format!("{name}-mcp-env")).await;
+    assert!(secret.unwrap().is_none());
     assert!(lc.status(name).await.is_err());
     lc.shutdown().await.unwrap();
 }

@@ -150,7 +150,25 @@ impl Controller {
                 );
             }
         }
-        match tasks::reconcile_now(&self.shared, &slot).await {
+        let mut outcome = tasks::reconcile_now(&self.shared, &slot).await;
+        if self.shared.orchestrator.replica_owner().is_some() {
+            // The runtime removes replicas itself: wait (bounded) until it has.
+            let deadline = tokio::time::Instant::now() + self.owned_wait(&slot).await;
+            while matches!(outcome, PassOutcome::WakeAt(_))
+                && tokio::time::Instant::now() < deadline
+            {
+                let still_here = self
+                    .shared
+                    .slot(name)
+                    .is_some_and(|current| Arc::ptr_eq(&current, &slot));
+                if !still_here {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                outcome = tasks::reconcile_now(&self.shared, &slot).await;
+            }
+        }
+        match outcome {
             PassOutcome::Deleted => Ok(()),
             PassOutcome::WakeAt(_) => Err(Error::unavailable(
                 format!("removal of server {name:?}"),
@@ -188,7 +206,29 @@ impl Controller {
             }
         }
         tasks::reconcile_now(&self.shared, &slot).await;
+        if self.shared.orchestrator.replica_owner().is_some() {
+            // The runtime stops replicas itself: wait (bounded) until it has.
+            let wait = self.owned_wait(&slot).await;
+            let mut snapshots = slot.snapshot.subscribe();
+            let _ = tokio::time::timeout(
+                wait,
+                snapshots.wait_for(|s| s.as_ref().is_some_and(|s| s.instances.is_empty())),
+            )
+            .await;
+        }
         Ok(())
+    }
+
+    /// How long a host call waits for a runtime that owns replicas to remove
+    /// them: the spec's grace period and a margin for the runtime.
+    async fn owned_wait(&self, slot: &ServerSlot) -> Duration {
+        let grace = slot
+            .state
+            .lock()
+            .await
+            .record()
+            .map_or(Duration::from_secs(10), |r| r.value.spec.stop_grace_period);
+        grace + Duration::from_secs(30)
     }
 
     /// Sets the desired replica count (already checked against the limits).

@@ -39,6 +39,16 @@ pub(crate) struct Applied {
     pub(crate) replicas: u32,
 }
 
+impl Applied {
+    /// The marker of a workload whose deletion was requested.
+    fn deleted() -> Applied {
+        Applied {
+            hash: Arc::from(""),
+            replicas: 0,
+        }
+    }
+}
+
 impl Pass<'_> {
     /// A pass for a server on a runtime that owns its replicas.
     pub(super) async fn run_owned(
@@ -406,30 +416,42 @@ impl Pass<'_> {
         }
     }
 
-    /// Deletes the server's workload, then its records.
+    /// Deletes the server's workload, then (once the runtime shows none of
+    /// its replicas) its records. The delete call is made once.
     async fn delete_owned(
         &mut self,
         st: &mut ServerState,
         owner: &dyn ReplicaOwner,
     ) -> PassOutcome {
-        match owner.delete_workload(self.name).await {
-            Ok(()) => {
-                self.shared.set_applied(self.name, None);
-                let ids: Vec<InstanceId> = st.instances.keys().cloned().collect();
-                for id in ids {
-                    self.shared.forget_sessions(&id);
+        let requested = self
+            .shared
+            .applied(self.name)
+            .is_some_and(|a| a == Applied::deleted());
+        if !requested {
+            match owner.delete_workload(self.name).await {
+                Ok(()) => self.shared.set_applied(self.name, Some(Applied::deleted())),
+                Err(error) => {
+                    self.runtime_error(st, None, "deleting the workload", &error);
+                    st.error_streak = st.error_streak.saturating_add(1);
+                    return PassOutcome::WakeAt(Some(
+                        self.now + super::reconcile::error_backoff(st.error_streak),
+                    ));
                 }
-                st.instances.clear();
-                st.next_probe.clear();
-                self.forget_server(st).await
-            }
-            Err(error) => {
-                self.runtime_error(st, None, "deleting the workload", &error);
-                st.error_streak = st.error_streak.saturating_add(1);
-                PassOutcome::WakeAt(Some(
-                    self.now + super::reconcile::error_backoff(st.error_streak),
-                ))
             }
         }
+        let (observed, _) = self.shared.runtime.snapshot(self.name);
+        if !observed.is_empty() {
+            // The runtime is still terminating replicas; their removal
+            // events wake this server, the deadline is a fallback.
+            return PassOutcome::WakeAt(Some(self.now + Duration::from_secs(1)));
+        }
+        self.shared.set_applied(self.name, None);
+        let ids: Vec<InstanceId> = st.instances.keys().cloned().collect();
+        for id in ids {
+            self.shared.forget_sessions(&id);
+        }
+        st.instances.clear();
+        st.next_probe.clear();
+        self.forget_server(st).await
     }
 }
