@@ -1,0 +1,181 @@
+//! Image freshness on Kubernetes: a new digest pushed under the tag a
+//! server runs is found by the `RegistryResolver`, rolled out by patching
+//! the Deployment's template to `repo@sha256:…` (the cluster's rolling
+//! update, gated by MCP readiness, keeps serving), and verified: the server
+//! ends UpToDate with every ready pod on the new digest.
+//!
+//! Pushes a tag of its own (`k8s-fresh-<random>`) of the shared test images
+//! to the local registry of `scripts/test-images.sh` (127.0.0.1:5000) and
+//! never moves a shared tag.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{READY, TestNamespace, eventually, skip, unique};
+use k8s_openapi::api::apps::v1::Deployment;
+use mcp_lifecycle::spec::UpdatePolicy;
+use mcp_lifecycle::state::{Freshness, FreshnessPolicy};
+use mcp_lifecycle::{
+    InMemoryStore, Lifecycle, LifecycleConfig, RegistryResolver, ServerSpec, Source, Wait,
+};
+use mcp_lifecycle_k8s::{KubernetesConfig, KubernetesOrchestrator};
+
+const IMAGES_ENV: &str = "/var/tmp/mcp-lifecycle-registry/images.env";
+
+fn images_env(key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(IMAGES_ENV).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+}
+
+/// `docker tag` + `docker push`; the digest the registry reported.
+fn push_as(source: &str, target: &str) -> String {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["tag", source, target]);
+    let out = run(&["push", target]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .filter(|d| d.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("docker push {target} reported no digest: {out}"))
+        .to_owned()
+}
+
+/// Removes the local tag when dropped (never touches the registry).
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "--no-prune", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_digest_is_rolled_out_through_the_deployment_and_verified() {
+    let test = "a_new_digest_is_rolled_out_through_the_deployment_and_verified";
+    let (Some(repo), Some(local_v1), Some(local_v2)) = (
+        images_env("MCP_TEST_REGISTRY_IMAGE"),
+        images_env("MCP_TEST_IMAGE_V1"),
+        images_env("MCP_TEST_IMAGE_V2"),
+    ) else {
+        return skip(test, "no local registry in images.env; run scripts/test-images.sh")
+            .unwrap_or(());
+    };
+    let Some(ns) = TestNamespace::create(test).await else {
+        return;
+    };
+    let tag = format!("{repo}:{}", unique("k8s-fresh"));
+    let _untag = Untag(tag.clone());
+    let v1 = push_as(&local_v1, &tag);
+
+    let backend = KubernetesOrchestrator::builder()
+        .client(ns.client.clone())
+        .config(KubernetesConfig {
+            namespace: ns.name.clone(),
+            ..KubernetesConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let manager = unique("mcpl");
+    let config = LifecycleConfig {
+        freshness: FreshnessPolicy {
+            verify_backoff: [1, 2, 2, 2, 3, 5, 5, 10, 10, 10]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            rollout_deadline: Duration::from_secs(90),
+            ..FreshnessPolicy::default()
+        },
+        freshness_tick: Duration::from_millis(500),
+        resolve_timeout: Duration::from_secs(5),
+        ..common::config(&manager)
+    };
+    let resolver = RegistryResolver::builder()
+        .insecure_registry("127.0.0.1:5000")
+        .timeout(Duration::from_secs(5))
+        .build();
+    let lc = Lifecycle::builder()
+        .orchestrator(Arc::new(backend))
+        .store(Arc::new(InMemoryStore::new()))
+        .resolver(Arc::new(resolver))
+        .config(config)
+        .build()
+        .await
+        .unwrap();
+
+    let name = "fresh";
+    let mut spec = ServerSpec::new(name, Source::Image(tag.clone()));
+    spec.replicas = 2;
+    spec.update = UpdatePolicy {
+        check: true,
+        auto_reinstall: true,
+    };
+    spec.stop_grace_period = Duration::from_secs(5);
+    spec.resources.memory = Some("64Mi".into());
+    spec.resources.cpu = Some("100m".into());
+    lc.apply(spec).await.unwrap();
+    let status = lc.start(name, Wait::UntilReady(READY)).await.unwrap();
+    assert_eq!(status.ready, 2);
+    assert_eq!(status.running_digests, vec![v1.clone()], "{}", status.to_table());
+    let u = lc.check_updates_now(name).await.unwrap();
+    assert_eq!(u.state, Freshness::UpToDate { digest: v1.clone() });
+
+    let v2 = push_as(&local_v2, &tag);
+    assert_ne!(v1, v2);
+    let u = lc.check_updates_now(name).await.unwrap();
+    assert!(
+        matches!(&u.state, Freshness::Reinstalling { target, previous, .. }
+            if *target == v2 && *previous == v1),
+        "{u:?}"
+    );
+    let pinned = format!("{repo}@{v2}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    let end = loop {
+        let s = lc.status(name).await.unwrap();
+        if !s.update.state.is_reinstalling() {
+            break s;
+        }
+        // maxUnavailable 0 and the readiness gate: it keeps serving.
+        assert!(s.ready >= 1, "kept serving while rolling:\n{}", s.to_table());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rollout did not end:\n{}",
+            s.to_table()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        end.update.state,
+        Freshness::UpToDate { digest: v2.clone() },
+        "{}",
+        end.to_table()
+    );
+    assert_eq!(end.rollout_image.as_deref(), Some(pinned.as_str()));
+    let deployment = ns.api::<Deployment>().get(name).await.unwrap();
+    let image = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some(pinned.as_str()));
+    let s = eventually("two ready pods, all on the new digest", READY, || async {
+        lc.status(name)
+            .await
+            .ok()
+            .filter(|s| s.ready == 2 && s.instances.len() == 2)
+    })
+    .await;
+    assert_eq!(s.running_digests, vec![v2.clone()], "{}", s.to_table());
+    lc.delete(name).await.unwrap();
+    lc.shutdown().await.unwrap();
+}
