@@ -55,6 +55,7 @@
 )]
 
 mod config;
+mod endpoints;
 mod errors;
 mod observe;
 mod orchestrator;

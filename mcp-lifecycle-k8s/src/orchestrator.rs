@@ -17,7 +17,7 @@ use kube::api::{AttachParams, DeleteParams, LogParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use mcp_lifecycle::ports::{
-    Connection, EventStream, InstanceId, InstanceObservation, InstanceSpec, Orchestrator,
+    Connection, Endpoint, EventStream, InstanceId, InstanceObservation, InstanceSpec, Orchestrator,
     ReplicaOwner, RuntimeEvent, StdioStream, StopMode, WorkloadSpec, labels,
 };
 use mcp_lifecycle::{Error, Result};
@@ -27,6 +27,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::KubernetesConfig;
+use crate::endpoints;
 use crate::errors::{self, Call};
 use crate::observe::observe;
 use crate::watch;
@@ -53,6 +54,7 @@ struct Inner {
     client: Client,
     config: KubernetesConfig,
     pods: Store<Pod>,
+    services: Store<Service>,
     events: broadcast::Sender<RuntimeEvent>,
     _watch: DropGuard,
 }
@@ -159,11 +161,14 @@ impl KubernetesOrchestratorBuilder {
             events.clone(),
             cancel.clone(),
         );
+        let services =
+            watch::start_services(Api::namespaced(client.clone(), &namespace), cancel.clone());
         Ok(KubernetesOrchestrator {
             inner: Arc::new(Inner {
                 client,
                 config: self.config,
                 pods,
+                services,
                 events,
                 _watch: cancel.drop_guard(),
             }),
@@ -356,6 +361,41 @@ impl Orchestrator for KubernetesOrchestrator {
                 }))
             }
         }
+    }
+
+    async fn endpoints(&self, server: &str) -> Result<Vec<Endpoint>> {
+        self.cache_ready().await?;
+        if tokio::time::timeout(CACHE_READY_TIMEOUT, self.inner.services.wait_until_ready())
+            .await
+            .is_err()
+        {
+            return Err(Error::unavailable(
+                "the Kubernetes API server",
+                "the service watch has not listed services yet",
+            ));
+        }
+        let namespace = &self.inner.config.namespace;
+        let name = workload::service_name(server);
+        let Some(service) = self
+            .inner
+            .services
+            .get(&ObjectRef::new(&name).within(namespace))
+        else {
+            return Ok(Vec::new());
+        };
+        let pods = self.inner.pods.state();
+        let of_server: Vec<&Pod> = pods
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::SERVER))
+                    .is_some_and(|s| s == server)
+            })
+            .collect();
+        Ok(endpoints::endpoints(&service, namespace, &of_server))
     }
 
     fn events(&self) -> EventStream {

@@ -1,14 +1,14 @@
-//! The pod watch: one kube-runtime watcher over the namespace's managed
+//! The watches: one kube-runtime watcher over the namespace's managed
 //! pods feeds a reflector (the cache every read is served from) and fans
 //! each change out as a [`RuntimeEvent`]. The watcher relists after an
 //! expired resource version and retries with back-off while the API server
 //! is away; after a relist, pods that vanished meanwhile are reported
-//! removed.
+//! removed. A second watcher keeps the managed Services (for endpoints).
 
 use std::collections::BTreeSet;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -68,6 +68,32 @@ pub(crate) fn start(
                 Err(error) => {
                     tracing::warn!(%error, "pod watch failed; retrying with back-off");
                 }
+            }
+        }
+    });
+    reader
+}
+
+/// Starts a watch of the namespace's managed Services (for endpoints);
+/// returns its cache. The task ends with `cancel`.
+pub(crate) fn start_services(api: Api<Service>, cancel: CancellationToken) -> Store<Service> {
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels(labels::MANAGED_BY);
+    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                next = stream.next() => next,
+            };
+            match next {
+                None => return,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "service watch failed; retrying with back-off");
+                }
+                Some(Ok(_)) => {}
             }
         }
     });

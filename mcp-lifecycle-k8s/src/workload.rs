@@ -254,6 +254,10 @@ pub(crate) fn service(
             name: Some(service_name(&t.server)),
             namespace: Some(config.namespace.clone()),
             labels: Some(selector(manager, &t.server)),
+            annotations: Some(BTreeMap::from([(
+                ENDPOINT_ANNOTATION.to_owned(),
+                endpoint(&t.transport),
+            )])),
             ..ObjectMeta::default()
         },
         spec: Some(ServiceSpec {

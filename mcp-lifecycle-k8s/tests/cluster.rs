@@ -25,10 +25,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Secret, Service};
 use kube::api::ListParams;
 use mcp_lifecycle::lifecycle::InstanceStatus;
+use mcp_lifecycle::mcp::McpSession;
+use mcp_lifecycle::ports::{Connection, EndpointKind, InstanceId};
 use mcp_lifecycle::spec::{EnvEntry, SecretRef, Transport};
 use mcp_lifecycle::state::ServerPhase;
 use mcp_lifecycle::{InMemoryStore, Lifecycle, StopMode, Store, Wait};
-use mcp_lifecycle_k8s::READY_GATE;
+use mcp_lifecycle_k8s::{KubernetesConfig, KubernetesOrchestrator, READY_GATE, ServiceExposure};
+use rmcp::model::CallToolRequestParams;
 
 fn gate_of(pod: &Pod) -> Option<String> {
     pod.status
@@ -305,5 +308,91 @@ async fn a_stdio_server_answers_through_pod_attach_and_a_new_host_adopts_it() {
     let labels: BTreeMap<String, String> = pods[0].metadata.labels.clone().unwrap();
     assert_eq!(labels["mcp-lifecycle.dev/managed-by"], manager);
     echo(&lc, name, "after adoption").await;
+    lc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_port_service_is_handed_out_and_answers_mcp() {
+    let test = "a_node_port_service_is_handed_out_and_answers_mcp";
+    let Some(ns) = TestNamespace::create(test).await else {
+        return;
+    };
+    let backend = KubernetesOrchestrator::builder()
+        .client(ns.client.clone())
+        .config(KubernetesConfig {
+            namespace: ns.name.clone(),
+            exposure: ServiceExposure::NodePort,
+            ..KubernetesConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let manager = unique("mcpl");
+    let lc = Lifecycle::builder()
+        .orchestrator(Arc::new(backend))
+        .store(Arc::new(InMemoryStore::new()))
+        .config(common::config(&manager))
+        .build()
+        .await
+        .unwrap();
+    let name = "exposed";
+    lc.apply(server_spec(name, &test_image(), http()))
+        .await
+        .unwrap();
+    lc.start(name, Wait::UntilReady(READY)).await.unwrap();
+    let service = ns.api::<Service>().get(name).await.unwrap();
+    let spec = service.spec.unwrap();
+    let cluster_ip = spec.cluster_ip.unwrap();
+    let node_port = spec.ports.unwrap()[0].node_port.unwrap();
+    let endpoints = lc.endpoints(name).await.unwrap();
+    let kinds: Vec<EndpointKind> = endpoints.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EndpointKind::ClusterIp,
+            EndpointKind::ClusterDns,
+            EndpointKind::NodePort
+        ],
+        "{endpoints:?}"
+    );
+    assert_eq!(endpoints[0].url, format!("http://{cluster_ip}:8080/mcp"));
+    assert_eq!(
+        endpoints[1].url,
+        format!("http://{name}.{}.svc.cluster.local:8080/mcp", ns.name)
+    );
+    assert!(
+        endpoints[2].url.ends_with(&format!(":{node_port}/mcp")),
+        "{endpoints:?}"
+    );
+    // The NodePort on loopback reaches the gated pod through kube-proxy.
+    let url = format!("http://127.0.0.1:{node_port}/mcp");
+    let session = eventually(
+        "an MCP session through the NodePort",
+        Duration::from_secs(30),
+        || {
+            let url = url.clone();
+            async move {
+                McpSession::open(&InstanceId::from_raw("node-port"), Connection::Url(url))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    let arguments = serde_json::json!({ "text": "through the node port" });
+    let result = session
+        .peer()
+        .call_tool(
+            CallToolRequestParams::new("echo")
+                .with_arguments(arguments.as_object().cloned().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert!(format!("{result:?}").contains("through the node port"));
+    // A stdio server has no Service and no endpoints.
+    lc.apply(server_spec("piped", &test_image(), Transport::Stdio))
+        .await
+        .unwrap();
+    assert!(lc.endpoints("piped").await.unwrap().is_empty());
     lc.shutdown().await.unwrap();
 }

@@ -69,8 +69,11 @@ async fn a_new_digest_is_rolled_out_through_the_deployment_and_verified() {
         images_env("MCP_TEST_IMAGE_V1"),
         images_env("MCP_TEST_IMAGE_V2"),
     ) else {
-        return skip(test, "no local registry in images.env; run scripts/test-images.sh")
-            .unwrap_or(());
+        return skip(
+            test,
+            "no local registry in images.env; run scripts/test-images.sh",
+        )
+        .unwrap_or(());
     };
     let Some(ns) = TestNamespace::create(test).await else {
         return;
@@ -128,7 +131,12 @@ async fn a_new_digest_is_rolled_out_through_the_deployment_and_verified() {
     lc.apply(spec).await.unwrap();
     let status = lc.start(name, Wait::UntilReady(READY)).await.unwrap();
     assert_eq!(status.ready, 2);
-    assert_eq!(status.running_digests, vec![v1.clone()], "{}", status.to_table());
+    assert_eq!(
+        status.running_digests,
+        vec![v1.clone()],
+        "{}",
+        status.to_table()
+    );
     let u = lc.check_updates_now(name).await.unwrap();
     assert_eq!(u.state, Freshness::UpToDate { digest: v1.clone() });
 
@@ -148,7 +156,11 @@ async fn a_new_digest_is_rolled_out_through_the_deployment_and_verified() {
             break s;
         }
         // maxUnavailable 0 and the readiness gate: it keeps serving.
-        assert!(s.ready >= 1, "kept serving while rolling:\n{}", s.to_table());
+        assert!(
+            s.ready >= 1,
+            "kept serving while rolling:\n{}",
+            s.to_table()
+        );
         assert!(
             tokio::time::Instant::now() < deadline,
             "the rollout did not end:\n{}",

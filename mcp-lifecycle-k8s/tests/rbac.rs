@@ -123,6 +123,12 @@ async fn the_backend_runs_under_exactly_the_documented_role() {
         "{logs:?}"
     );
 
+    let endpoints = lc.endpoints("web").await.unwrap();
+    assert!(
+        !endpoints.is_empty(),
+        "the service watch works under the role"
+    );
+
     lc.scale("web", 2).await.unwrap();
     assert_eq!(lc.wait_ready("web", READY).await.unwrap().ready, 2);
     lc.stop("web", StopMode::Force).await.unwrap();

@@ -57,6 +57,12 @@ impl Controller {
             .ok_or_else(|| Error::not_found(format!("server {name:?}")))
     }
 
+    /// The addresses the runtime serves a server at (from its cache).
+    pub(crate) async fn endpoints(&self, name: &str) -> Result<Vec<crate::ports::Endpoint>> {
+        self.slot(name)?;
+        self.shared.orchestrator.endpoints(name).await
+    }
+
     pub(crate) async fn peer(&self, name: &str) -> Result<McpPeer> {
         let slot = self.slot(name)?;
         let ready = slot.state.lock().await.ready.clone();

@@ -230,6 +230,15 @@ impl Lifecycle {
         self.controller.peer(name).await
     }
 
+    /// The addresses the runtime serves `name` at as a whole, for a host to
+    /// hand out: on Kubernetes the Service's ClusterIP, cluster DNS name,
+    /// NodePorts and load balancer; empty for stdio servers and runtimes
+    /// that reach instances one by one (use [`Lifecycle::peer`] there).
+    pub async fn endpoints(&self, name: &str) -> Result<Vec<crate::ports::Endpoint>> {
+        self.ensure_running()?;
+        self.controller.endpoints(name).await
+    }
+
     /// The server's tools, from a cache kept for `tools_cache_ttl` (failures
     /// for `tools_cache_negative_ttl`) and dropped whenever the set of ready
     /// instances changes.

@@ -12,8 +12,9 @@ mod store;
 
 pub use image_resolver::{ImageResolver, ResolveFailure};
 pub use orchestrator::{
-    Connection, EventStream, InstanceId, InstanceObservation, InstanceSpec, Orchestrator,
-    ResolvedEnv, RuntimeEvent, RuntimeEventKind, RuntimeStatus, StdioStream, StopMode, labels,
+    Connection, Endpoint, EndpointKind, EventStream, InstanceId, InstanceObservation, InstanceSpec,
+    Orchestrator, ResolvedEnv, RuntimeEvent, RuntimeEventKind, RuntimeStatus, StdioStream,
+    StopMode, labels,
 };
 pub use replicas::{ReplicaDetail, ReplicaOwner, WaitingReason, WorkloadSpec};
 pub use secret_source::{EnvSecretSource, SecretSource, StaticSecretSource};

@@ -207,6 +207,30 @@ pub enum Connection {
     Url(String),
 }
 
+/// Where a host can hand a server out: one address the runtime serves it at
+/// (not a single instance: readiness per instance is the probes' business).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// What kind of address it is.
+    pub kind: EndpointKind,
+    /// The MCP URL (`http://HOST:PORT/PATH`).
+    pub url: String,
+}
+
+/// Kinds of [`Endpoint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointKind {
+    /// A cluster-internal virtual IP (Kubernetes `ClusterIP`).
+    ClusterIp,
+    /// The cluster's DNS name for the service (`NAME.NAMESPACE.svc.cluster.local`).
+    ClusterDns,
+    /// A port on a node's address (Kubernetes `NodePort`).
+    NodePort,
+    /// A load balancer's IP or hostname.
+    LoadBalancer,
+}
+
 /// What happened to an instance, pushed by the runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeEvent {
@@ -291,6 +315,14 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// returns a new subscription; events before the call are not replayed, so
     /// subscribe before listing.
     fn events(&self) -> EventStream;
+
+    /// The addresses the runtime serves a server at as a whole (a Service),
+    /// for hosts to hand out. Empty (the default) where the runtime has none:
+    /// stdio servers, and backends that reach instances one by one.
+    async fn endpoints(&self, server: &str) -> Result<Vec<Endpoint>> {
+        let _ = server;
+        Ok(Vec::new())
+    }
 
     /// The replica-owning capability, for a runtime that keeps a server's
     /// replicas itself (Kubernetes). `None` (the default) means the
