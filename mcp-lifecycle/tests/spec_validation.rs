@@ -328,6 +328,22 @@ fn invalid_cases() -> Vec<Case> {
         case("label value of 64 characters", "labels.long", |s| {
             s.labels.insert("long".into(), "v".repeat(64));
         }),
+        // what Kubernetes would refuse at apply time
+        case("label value with a space", "labels.team", |s| {
+            s.labels.insert("team".into(), "a b".into());
+        }),
+        case("label value ending in a dash", "labels.team", |s| {
+            s.labels.insert("team".into(), "platform-".into());
+        }),
+        case("label value with a slash", "labels.team", |s| {
+            s.labels.insert("team".into(), "a/b".into());
+        }),
+        case("memory \"1.5.5Gi\"", "resources.memory", |s| {
+            s.resources.memory = Some("1.5.5Gi".into())
+        }),
+        case("memory \".Gi\"", "resources.memory", |s| {
+            s.resources.memory = Some(".Gi".into())
+        }),
         // lengths the kernel refuses at exec: MAX_ARG_STRLEN counts the NUL, and
         // NAME= for an environment string; a path over PATH_MAX (with its NUL)
         // is ENAMETOOLONG

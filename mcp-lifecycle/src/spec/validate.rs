@@ -334,11 +334,8 @@ impl ServerSpec {
         for (key, value) in &self.labels {
             if let Err(reason) = check_label_key(key) {
                 c.reject(format!("labels.{}", path_key(key)), reason);
-            } else if value.len() > 63 || value.contains(['\0', '\n']) {
-                c.reject(
-                    format!("labels.{key}"),
-                    "value must be at most 63 characters, one line",
-                );
+            } else if let Err(reason) = check_label_value(value) {
+                c.reject(format!("labels.{}", path_key(key)), reason);
             }
         }
         check_duration(
@@ -510,8 +507,31 @@ fn check_label_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a memory quantity (`"256Mi"`, `"1Gi"`, `"500M"`, `"8192k"`,
-/// `"1048576"`) into bytes. Rejects zero and values below 4 MiB. Kilo is `k`
+/// Checks a label value as Kubernetes does: empty, or at most 63
+/// characters of `[A-Za-z0-9-_.]` that begin and end with a letter or digit.
+fn check_label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let edges_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if value.len() > 63
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || !edges_ok(value.chars().next())
+        || !edges_ok(value.chars().last())
+    {
+        return Err(format!(
+            "value {} must be at most 63 characters of [A-Za-z0-9-_.], beginning and ending \
+             with a letter or digit",
+            quote(value)
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a memory quantity (`"256Mi"`, `"1.5Gi"`, `"500M"`, `"8192k"`,
+/// `"1048576"`) into bytes, as Kubernetes reads it. Rejects zero and values below 4 MiB. Kilo is `k`
 /// as in Kubernetes; `K` is accepted too.
 pub fn parse_memory_bytes(text: &str) -> Result<u64, String> {
     const SUFFIXES: [(&str, u64); 9] = [
@@ -529,15 +549,37 @@ pub fn parse_memory_bytes(text: &str) -> Result<u64, String> {
         .iter()
         .find_map(|(s, m)| text.strip_suffix(s).map(|d| (d, *m)))
         .unwrap_or((text, 1));
-    let n: u64 = digits.parse().map_err(|_| {
+    let not_a_quantity = || {
         format!(
-            "{} is not a memory quantity like \"256Mi\" or \"1Gi\"",
+            "{} is not a memory quantity like \"256Mi\", \"1.5Gi\" or \"1G\"",
             quote(text)
         )
-    })?;
-    let bytes = n
-        .checked_mul(unit)
-        .ok_or_else(|| format!("{} is too large", quote(text)))?;
+    };
+    // Kubernetes accepts a decimal number before the suffix ("1.5Gi").
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole.chars().all(|c| c.is_ascii_digit())
+        || !fraction.chars().all(|c| c.is_ascii_digit())
+        || fraction.len() > 9
+    {
+        return Err(not_a_quantity());
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| not_a_quantity())?
+    };
+    let too_large = || format!("{} is too large", quote(text));
+    let mut bytes = whole.checked_mul(unit).ok_or_else(too_large)?;
+    if !fraction.is_empty() {
+        let scale = 10u128.pow(fraction.len() as u32);
+        let part: u128 = fraction.parse().map_err(|_| not_a_quantity())?;
+        // Bytes are whole: a fraction of a byte rounds up, as Kubernetes does.
+        let extra = (part * u128::from(unit)).div_ceil(scale);
+        bytes = bytes
+            .checked_add(u64::try_from(extra).map_err(|_| too_large())?)
+            .ok_or_else(too_large)?;
+    }
     if bytes < 4 << 20 {
         return Err(format!("{} is below the 4Mi minimum", quote(text)));
     }
@@ -563,5 +605,33 @@ pub fn parse_cpu_millis(text: &str) -> Result<u64, String> {
         Some(0) => Err("must be more than zero".into()),
         Some(m) if m > 1_024_000 => Err(format!("{} is more than 1024 cores", quote(text))),
         Some(m) => Ok(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_quantities_read_as_kubernetes_reads_them() {
+        assert_eq!(parse_memory_bytes("1.5Gi"), Ok(3 << 29));
+        assert_eq!(parse_memory_bytes("0.5Gi"), Ok(1 << 29));
+        assert_eq!(parse_memory_bytes("256Mi"), Ok(256 << 20));
+        assert_eq!(parse_memory_bytes("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_memory_bytes("4194304"), Ok(4 << 20));
+        // A fraction of a byte rounds up.
+        assert_eq!(parse_memory_bytes("4194304.5"), Ok((4 << 20) + 1));
+        assert!(parse_memory_bytes("1.5.5Gi").is_err());
+        assert!(parse_memory_bytes("Gi").is_err());
+    }
+
+    #[test]
+    fn label_values_follow_kubernetes() {
+        for ok in ["", "a", "gold", "v1.2_3-x", &"a".repeat(63)] {
+            assert_eq!(check_label_value(ok), Ok(()), "{ok:?}");
+        }
+        for bad in ["-a", "a-", "a b", "a/b", "ü", &"a".repeat(64)] {
+            assert!(check_label_value(bad).is_err(), "{bad:?}");
+        }
     }
 }
