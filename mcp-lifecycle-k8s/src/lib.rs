@@ -59,10 +59,12 @@ mod endpoints;
 mod errors;
 mod observe;
 mod orchestrator;
+mod resolver;
 mod watch;
 mod workload;
 
 pub use config::{KubernetesConfig, READINESS_GATE_OPT_OUT, ServiceExposure};
 pub use errors::Forbidden;
 pub use orchestrator::{KubernetesOrchestrator, KubernetesOrchestratorBuilder};
+pub use resolver::{ProbePodResolver, ROLE_LABEL};
 pub use workload::READY_GATE;

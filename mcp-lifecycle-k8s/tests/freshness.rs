@@ -6,7 +6,8 @@
 //!
 //! Pushes a tag of its own (`k8s-fresh-<random>`) of the shared test images
 //! to the local registry of `scripts/test-images.sh` (127.0.0.1:5000) and
-//! never moves a shared tag.
+//! never moves a shared tag. The `ProbePodResolver` resolves such a tag by
+//! pulling it in a probe pod, and deletes the pod whatever happens.
 
 mod common;
 
@@ -15,12 +16,14 @@ use std::time::Duration;
 
 use common::{READY, TestNamespace, eventually, skip, unique};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use mcp_lifecycle::ports::{ImageResolver, ResolveFailure};
 use mcp_lifecycle::spec::UpdatePolicy;
 use mcp_lifecycle::state::{Freshness, FreshnessPolicy};
 use mcp_lifecycle::{
     InMemoryStore, Lifecycle, LifecycleConfig, RegistryResolver, ServerSpec, Source, Wait,
 };
-use mcp_lifecycle_k8s::{KubernetesConfig, KubernetesOrchestrator};
+use mcp_lifecycle_k8s::{KubernetesConfig, KubernetesOrchestrator, ProbePodResolver, ROLE_LABEL};
 
 const IMAGES_ENV: &str = "/var/tmp/mcp-lifecycle-registry/images.env";
 
@@ -190,4 +193,55 @@ async fn a_new_digest_is_rolled_out_through_the_deployment_and_verified() {
     assert_eq!(s.running_digests, vec![v2.clone()], "{}", s.to_table());
     lc.delete(name).await.unwrap();
     lc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_probe_pod_resolver_asks_the_cluster_and_always_deletes_its_pod() {
+    let test = "the_probe_pod_resolver_asks_the_cluster_and_always_deletes_its_pod";
+    let (Some(repo), Some(local_v1)) = (
+        images_env("MCP_TEST_REGISTRY_IMAGE"),
+        images_env("MCP_TEST_IMAGE_V1"),
+    ) else {
+        return skip(
+            test,
+            "no local registry in images.env; run scripts/test-images.sh",
+        )
+        .unwrap_or(());
+    };
+    let Some(ns) = TestNamespace::create(test).await else {
+        return;
+    };
+    // A tag of this test's own: its digest is what the registry said at push.
+    let tag = format!("{repo}:{}", unique("k8s-resolve"));
+    let _untag = Untag(tag.clone());
+    let v1 = push_as(&local_v1, &tag);
+    let resolver = ProbePodResolver::new(
+        ns.client.clone(),
+        KubernetesConfig {
+            namespace: ns.name.clone(),
+            ..KubernetesConfig::default()
+        },
+        Duration::from_secs(60),
+    );
+    let probes = || async {
+        let lp = kube::api::ListParams::default().labels(&format!("{ROLE_LABEL}=resolver"));
+        ns.api::<Pod>().list(&lp).await.unwrap().items.len()
+    };
+
+    // The test image has no shell (FROM scratch): nothing in it runs.
+    assert_eq!(resolver.resolve(&tag).await.unwrap(), v1);
+    assert_eq!(probes().await, 0, "the probe pod is deleted");
+
+    let missing = format!("{repo}:{}", unique("no-such-tag"));
+    let error = resolver.resolve(&missing).await.unwrap_err();
+    assert_eq!(
+        resolver.classify(&error),
+        ResolveFailure::NotFound,
+        "{error}"
+    );
+    assert_eq!(probes().await, 0, "deleted after a failed pull too");
+
+    // A pinned reference needs no pod.
+    let pinned = format!("{repo}@{v1}");
+    assert_eq!(resolver.resolve(&pinned).await.unwrap(), v1);
 }
