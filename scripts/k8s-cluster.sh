@@ -6,7 +6,7 @@
 # bookworm's `kubernetes` source package; no image is pulled from anywhere.
 # Needs root, Debian 12, Docker (cgroup v1, cgroupfs driver).
 #
-# Usage: scripts/k8s-cluster.sh build|start|stop|status|env
+# Usage: scripts/k8s-cluster.sh build|start|stop|status|env|restart-apiserver
 #   build   apt prerequisites (a deb-src line, apt-get update, packages; skipped when all is
 #           there), Debian's kubernetes source, the two patches below, `make` of kube-apiserver,
 #           kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl (under nice),
@@ -22,17 +22,23 @@
 #           `kube-proxy --cleanup` (iptables), restores the sysctls saved at start, removes the
 #           pod log dirs and the host dirs the kubelet created. Idempotent.
 #   status  which daemons run, node readiness. Exit 0 running+Ready, 1 degraded, 3 stopped.
+#   restart-apiserver
+#           stops the API server and starts it again (same etcd, keys and tokens), for the
+#           test of watches that must survive it.
 #   env     KEY=value lines for the tests (`set -a; . <(scripts/k8s-cluster.sh env); set +a`):
 #             KUBECONFIG                  admin (user `admin`, group system:masters)
 #             MCP_K8S_KUBECONFIG_LIMITED  user `mcp-limited`, no groups but system:authenticated
 #                                         (RBAC is on: bind it to a Role to test least privilege)
 #             MCP_K8S_KUBECTL             the v1.20.2 kubectl built here
+#             MCP_K8S_CLUSTER_SCRIPT      this script (tests call restart-apiserver)
 #
 # Cluster facts: API https://127.0.0.1:6443 (own CA, in the kubeconfigs), token auth,
 # --authorization-mode=Node,RBAC; node `mcp-node` with the machine's primary IPv4 as its
 # InternalIP (the kubelet refuses loopback); services 10.0.0.0/24 (not Docker's 172.17/16);
 # pods get Docker bridge IPs. Image GC and eviction thresholds are set so the kubelet never
-# deletes images (the Docker engine and its images are shared with the other tests).
+# deletes images (the Docker engine and its images are shared with the other tests). The
+# kubelet takes up to 250 pods (--max-pods; its default is 110), so the scale benchmark
+# (mcp-lifecycle-k8s/benches/cluster_scale.rs) can run 200 servers on this one node.
 # Network rule: never send traffic to a ClusterIP unless kube-proxy runs (it does after a
 # successful `start`); use 127.0.0.1, pod IPs or NodePorts on 127.0.0.1.
 # No registry is started here: scripts/test-images.sh serves one on 127.0.0.1:5000, which
@@ -251,10 +257,20 @@ alive() {  # running, and really our binary (guards against a recycled PID)
   local pid; pid=$(pid_of "$1") || return 1
   [ -n "$pid" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$(exe_of "$1")")" ]
 }
-daemon() {  # daemon NAME ARGS... : own session, log + pid file under $R, no inherited lock fd
-  local name=$1; shift
+daemon() {  # daemon NAME ARGS... : own session, log + pid file under $R, no inherited fds
+  local name=$1 fd close=()
+  shift
   rm -f "$R/$name.pid"
-  setsid sh -c 'echo $$ > "$0"; exec "$@"' "$R/$name.pid" "$@" > "$R/$name.log" 2>&1 < /dev/null 9>&- &
+  # Close every descriptor above stderr: a caller's lock (flock(1) around a test run,
+  # this script's own fd 9) must not be held for the daemon's whole life.
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] 2>/dev/null && close+=("$fd")
+  done
+  (
+    for fd in "${close[@]}"; do eval "exec $fd>&-" 2>/dev/null || true; done
+    exec setsid sh -c 'echo $$ > "$0"; exec "$@"' "$R/$name.pid" "$@" > "$R/$name.log" 2>&1 < /dev/null
+  ) &
   while [ ! -s "$R/$name.pid" ]; do sleep 0.05; done
 }
 node_ready() {
@@ -353,6 +369,38 @@ current-context: $2@mcp-lifecycle-k8s
 EOF
 }
 
+start_apiserver() {  # ADMIN_TOKEN: runs the API server on the current run dir, waits for readyz
+  # --endpoint-reconciler-type=none: the advertise address is loopback, which must not become
+  # the endpoint of the `kubernetes` service. --kubelet-preferred-address-types=InternalIP:
+  # logs/exec/attach go to NODE_IP:10250 (the hostname may resolve to loopback).
+  daemon kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers=http://127.0.0.1:2379 \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=6443 --insecure-port=0 \
+    --endpoint-reconciler-type=none \
+    --tls-cert-file="$R/pki/apiserver.crt" --tls-private-key-file="$R/pki/apiserver.key" \
+    --token-auth-file="$R/tokens.csv" --authorization-mode=Node,RBAC \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$R/pki/sa.pub" --service-account-signing-key-file="$R/pki/sa.key" \
+    --service-cluster-ip-range=$SERVICE_CIDR \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
+    --kubelet-client-certificate="$R/pki/kubelet-client.crt" --kubelet-client-key="$R/pki/kubelet-client.key" \
+    --profiling=false
+  wait_for "the API server" 90 etcd kube-apiserver -- \
+    curl -fs -m 2 --cacert "$R/pki/ca.crt" -H "Authorization: Bearer $1" $API/readyz -o /dev/null
+}
+
+restart_apiserver() {  # for tests of watches that must survive an API server restart
+  local t0 admin
+  t0=$(now)
+  lock
+  alive kube-apiserver || die "the API server does not run: '$0 start' first"
+  admin=$(awk -F, '$2 == "admin" { print $1 }' "$R/tokens.csv")
+  stop_daemon kube-apiserver
+  log "API server stopped; starting it again"
+  start_apiserver "$admin" || die "the API server did not come back"
+  log "API server restarted in $(since "$t0")"
+}
+
 start() {
   local t0 ip d admin limited oom_env=()
   t0=$(now)
@@ -394,24 +442,7 @@ start() {
     --initial-cluster mcp=http://127.0.0.1:2380
   wait_for etcd 30 etcd -- curl -fs -m 2 http://127.0.0.1:2379/health -o /dev/null || { cleanup; exit 1; }
 
-  # --endpoint-reconciler-type=none: the advertise address is loopback, which must not become
-  # the endpoint of the `kubernetes` service. --kubelet-preferred-address-types=InternalIP:
-  # logs/exec/attach go to NODE_IP:10250 (the hostname may resolve to loopback).
-  daemon kube-apiserver "$BIN/kube-apiserver" \
-    --etcd-servers=http://127.0.0.1:2379 \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=6443 --insecure-port=0 \
-    --endpoint-reconciler-type=none \
-    --tls-cert-file="$R/pki/apiserver.crt" --tls-private-key-file="$R/pki/apiserver.key" \
-    --token-auth-file="$R/tokens.csv" --authorization-mode=Node,RBAC \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$R/pki/sa.pub" --service-account-signing-key-file="$R/pki/sa.key" \
-    --service-cluster-ip-range=$SERVICE_CIDR \
-    --kubelet-preferred-address-types=InternalIP,Hostname \
-    --kubelet-client-certificate="$R/pki/kubelet-client.crt" --kubelet-client-key="$R/pki/kubelet-client.key" \
-    --profiling=false
-  wait_for "the API server" 90 etcd kube-apiserver -- \
-    curl -fs -m 2 --cacert "$R/pki/ca.crt" -H "Authorization: Bearer $admin" $API/readyz -o /dev/null ||
-    { cleanup; exit 1; }
+  start_apiserver "$admin" || { cleanup; exit 1; }
   log "API server ready after $(since "$t0")"
 
   daemon kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$R/kubeconfig" \
@@ -430,14 +461,15 @@ start() {
   # own cgroups (no kubepods tree on the host); image GC at 100 % and tiny eviction thresholds:
   # the kubelet never deletes images; --make-iptables-util-chains=false: no kubelet iptables
   # chains; all state under $R; its API (10250) only accepts the API server's client cert;
-  # node status every 2 s (not 10 s): the node turns Ready ~8 s sooner after registering.
+  # node status every 2 s (not 10 s): the node turns Ready ~8 s sooner after registering;
+  # --max-pods=250 (default 110): room for the 200 servers of benches/cluster_scale.rs.
   daemon kubelet "${oom_env[@]}" "$BIN/kubelet" --kubeconfig="$R/kubeconfig" \
     --hostname-override=$NODE --node-ip="$ip" --address="$ip" --read-only-port=0 \
     --healthz-bind-address=127.0.0.1 --healthz-port=10248 \
     --container-runtime=docker --docker-endpoint=unix:///var/run/docker.sock \
     --pod-infra-container-image=$PAUSE_IMAGE \
     --cgroup-driver=cgroupfs --cgroups-per-qos=false --enforce-node-allocatable= \
-    --fail-swap-on=false --node-status-update-frequency=2s \
+    --fail-swap-on=false --node-status-update-frequency=2s --max-pods=250 \
     --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
     --eviction-hard='memory.available<1Mi,nodefs.available<1%,imagefs.available<1%' \
     --make-iptables-util-chains=false \
@@ -553,6 +585,7 @@ print_env() {
   echo "KUBECONFIG=$R/kubeconfig"
   echo "MCP_K8S_KUBECONFIG_LIMITED=$R/kubeconfig-limited"
   echo "MCP_K8S_KUBECTL=$BIN/kubectl"
+  echo "MCP_K8S_CLUSTER_SCRIPT=$(readlink -f "$0")"
 }
 
 status() {
@@ -573,5 +606,6 @@ case "${1:-}" in
   stop) stop;;
   status) status;;
   env) print_env;;
-  *) echo "usage: $0 build|start|stop|status|env" >&2; exit 2;;
+  restart-apiserver) restart_apiserver;;
+  *) echo "usage: $0 build|start|stop|status|env|restart-apiserver" >&2; exit 2;;
 esac

@@ -225,6 +225,12 @@ impl KubernetesOrchestrator {
             .get(&ObjectRef::new(id.as_str()).within(&self.inner.config.namespace))
     }
 
+    fn cached_service(&self, server: &str) -> Option<Arc<Service>> {
+        self.inner.services.get(
+            &ObjectRef::new(&workload::service_name(server)).within(&self.inner.config.namespace),
+        )
+    }
+
     fn apply_params(&self) -> PatchParams {
         PatchParams::apply(&self.inner.config.field_manager).force()
     }
@@ -461,19 +467,23 @@ impl ReplicaOwner for KubernetesOrchestrator {
                     .await
                     .map_err(|e| errors::map(self.call(APPLY, "services", &service_name), e))?;
             }
-            None => match services
-                .delete(&service_name, &DeleteParams::default())
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if errors::is_not_found(&e) => {}
-                Err(e) => {
-                    return Err(errors::map(
-                        self.call("delete", "services", &service_name),
-                        e,
-                    ));
+            // A server that became stdio loses its Service (known from the watch).
+            None if self.cached_service(server).is_some() => {
+                match services
+                    .delete(&service_name, &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if errors::is_not_found(&e) => {}
+                    Err(e) => {
+                        return Err(errors::map(
+                            self.call("delete", "services", &service_name),
+                            e,
+                        ));
+                    }
                 }
-            },
+            }
+            None => {}
         }
         tracing::debug!(server, replicas = workload.replicas, "workload applied");
         Ok(())
@@ -502,6 +512,14 @@ impl ReplicaOwner for KubernetesOrchestrator {
         };
         let service = workload::service_name(server);
         let secret = workload::env_secret_name(server);
+        // Scaled to 0 first: the ReplicaSet controller then removes the pods
+        // at once, while the garbage collector (which removes them after the
+        // Deployment is gone) can lag, right after an API server restart say.
+        match self.scale(server, 0).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == mcp_lifecycle::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         ignore_missing(
             self.api::<Deployment>()
                 .delete(server, &params)
