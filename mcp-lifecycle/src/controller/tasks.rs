@@ -12,10 +12,10 @@ use tracing::Instrument;
 
 use crate::error::Result;
 use crate::ports::{EventStream, InstanceObservation, RuntimeEventKind};
-use crate::status::{ResyncReport, ServerStatus};
+use crate::status::ResyncReport;
 
 use super::reconcile::{self, PassOutcome};
-use super::server::{ServerSlot, ServerState};
+use super::server::ServerSlot;
 use super::shared::Shared;
 
 /// A server's task: waits for a kick or its next wake-up, then runs a pass.
@@ -209,10 +209,4 @@ pub(super) async fn reconcile_now(shared: &Arc<Shared>, slot: &Arc<ServerSlot>) 
         PassOutcome::WakeAt(_) => slot.rescheduled.notify_one(),
     }
     outcome
-}
-
-/// A server's status computed from its state now.
-pub(super) fn status_now(shared: &Shared, name: &str, st: &ServerState) -> ServerStatus {
-    let (observed, _) = shared.runtime.snapshot(name);
-    reconcile::status_of(name, st, &observed, shared.clock.now())
 }
