@@ -645,3 +645,35 @@ async fn a_rollout_step_follows_readiness_at_once() {
         );
     }
 }
+
+/// A status shows the latest `event_history` events, oldest first, across
+/// passes and host calls: exactly the tail of what `subscribe` streamed.
+#[tokio::test(start_paused = true)]
+async fn recent_events_are_the_latest_streamed() {
+    let h = harness(LifecycleConfig {
+        event_history: 3,
+        ..LifecycleConfig::default()
+    })
+    .await;
+    let mut events = h.lifecycle.subscribe();
+    h.lifecycle.apply(spec("echo", IMAGE)).await.unwrap();
+    advance(Duration::from_secs(5)).await;
+    let mut streamed = Vec::new();
+    let mut drain = |streamed: &mut Vec<_>| {
+        while let Ok(event) = events.try_recv() {
+            streamed.push(event);
+        }
+    };
+    drain(&mut streamed);
+    let first = status(&h, "echo").await;
+    assert_eq!(first.phase, ServerPhase::Running);
+    assert!(streamed.len() > 3, "a cold start makes more than 3 events");
+    assert_eq!(first.recent_events, streamed[streamed.len() - 3..]);
+
+    h.lifecycle.scale("echo", 2).await.unwrap();
+    advance(Duration::from_secs(5)).await;
+    drain(&mut streamed);
+    let second = status(&h, "echo").await;
+    assert_eq!(second.ready, 2);
+    assert_eq!(second.recent_events, streamed[streamed.len() - 3..]);
+}

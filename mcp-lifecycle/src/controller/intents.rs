@@ -16,7 +16,7 @@ use crate::spec::{ServerSpec, UpdatePolicy};
 use crate::status::{ApplyOutcome, LifecycleEventKind};
 
 use super::Controller;
-use super::reconcile::PassOutcome;
+use super::reconcile::{self, PassOutcome};
 use super::server::{ServerSlot, ServerState};
 use super::shared::Shared;
 use super::tasks;
@@ -74,7 +74,7 @@ impl Controller {
                     LifecycleEventKind::Applied,
                     "spec updated".into(),
                 );
-                publish(&self.shared, &slot, &st);
+                publish(&self.shared, &slot, &mut st);
                 drop(st);
                 slot.kick.notify_one();
                 return Ok(ApplyOutcome::Updated);
@@ -118,7 +118,7 @@ impl Controller {
             if !created {
                 continue;
             }
-            publish(&self.shared, &slot, &*slot.state.lock().await);
+            publish(&self.shared, &slot, &mut *slot.state.lock().await);
             slot.kick.notify_one();
             return Ok(ApplyOutcome::Created);
         }
@@ -386,7 +386,7 @@ impl Controller {
 
 /// Publishes a status computed now, so a host call that changed the desired
 /// state is never answered (or waited on) with a snapshot from before it.
-pub(super) fn publish(shared: &Shared, slot: &ServerSlot, st: &ServerState) {
-    slot.snapshot
-        .send_replace(Some(tasks::status_now(shared, &slot.name, st)));
+pub(super) fn publish(shared: &Shared, slot: &ServerSlot, st: &mut ServerState) {
+    let (observed, _) = shared.runtime.snapshot(&slot.name);
+    reconcile::publish(shared, slot, st, &observed, shared.clock.now());
 }

@@ -18,9 +18,10 @@ use crate::error::Result;
 use crate::ports::{Fence, Lease};
 use crate::records::{self, INSTANCES, InstanceRecord, SERVERS, ServerRecord};
 
+use super::intents::publish;
 use super::server::{ServerState, TrackedInstance};
 use super::shared::Shared;
-use super::tasks::{status_now, take_listing};
+use super::tasks::take_listing;
 
 /// Whether this host may act, and the fence its writes carry.
 pub(crate) struct Leadership {
@@ -116,17 +117,15 @@ pub(crate) async fn install_states(shared: &Arc<Shared>, mut states: HashMap<Str
                 fresh.events = std::mem::take(&mut st.events);
                 fresh.phase = st.phase;
                 *st = fresh;
-                slot.snapshot
-                    .send_replace(Some(status_now(shared, &slot.name, &st)));
+                publish(shared, &slot, &mut st);
             }
             None => shared.remove_slot(&slot),
         }
     }
     for (name, state) in states {
         let (slot, _) = shared.ensure_slot(&name, state);
-        let st = slot.state.lock().await;
-        slot.snapshot
-            .send_replace(Some(status_now(shared, &slot.name, &st)));
+        let mut st = slot.state.lock().await;
+        publish(shared, &slot, &mut st);
     }
 }
 

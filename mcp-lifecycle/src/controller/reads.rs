@@ -15,7 +15,7 @@ use crate::status::{CycleReport, ResyncReport, ServerStatus, UpdateStatus};
 use super::Controller;
 use super::intents::publish;
 use super::server::ServerSlot;
-use super::{freshness, tasks};
+use super::{freshness, reconcile, tasks};
 
 impl Controller {
     pub(crate) async fn list(&self) -> Vec<ServerStatus> {
@@ -46,7 +46,7 @@ impl Controller {
             return Some(status);
         }
         let st = slot.state.lock().await;
-        Some(tasks::status_now(&self.shared, &slot.name, &st))
+        Some(reconcile::status_now(&self.shared, slot, &st))
     }
 
     /// One server's status: the snapshot taken after its latest pass.
@@ -135,8 +135,8 @@ impl Controller {
         self.slot(name)?;
         freshness::cycle(&self.shared, Some(name)).await?;
         let slot = self.slot(name)?;
-        let st = slot.state.lock().await;
-        publish(&self.shared, &slot, &st);
+        let mut st = slot.state.lock().await;
+        publish(&self.shared, &slot, &mut st);
         Ok(UpdateStatus::from(&st.update.value))
     }
 

@@ -26,7 +26,7 @@ use crate::state::{
     InstanceAction, InstanceEvent, InstancePhase, InstancePolicy, InstanceState, ReplicaAction,
     ReplicaView, derive_phase, plan_replicas,
 };
-use crate::status::{InstanceStatus, LifecycleEventKind, ServerStatus};
+use crate::status::{InstanceStatus, LifecycleEvent, LifecycleEventKind, ServerStatus};
 use crate::time::Timestamp;
 
 use super::runtime_view::ObservedMap;
@@ -137,9 +137,70 @@ pub(crate) fn publish_if_changed(
     if st.published == Some((st.revision, generation)) {
         return;
     }
-    let status = status_of(&slot.name, st, &observed, now);
+    publish(shared, slot, st, &observed, now);
     st.published = Some((st.revision, generation));
-    slot.snapshot.send_replace(Some(status));
+}
+
+/// Publishes the server's status as its state shows it now. The events
+/// since the last published status join the history that status carries
+/// (moved, not copied: the published status is the only place the history
+/// is held), keeping the latest `event_history`.
+pub(crate) fn publish(
+    shared: &Shared,
+    slot: &ServerSlot,
+    st: &mut ServerState,
+    observed: &ObservedMap,
+    now: Timestamp,
+) {
+    let mut status = status_of(&slot.name, st, observed, now);
+    let since = std::mem::take(&mut st.events);
+    let cap = shared.config.event_history.max(1);
+    slot.snapshot.send_modify(|published| {
+        let history = published
+            .take()
+            .map(|s| s.recent_events)
+            .unwrap_or_default();
+        status.recent_events = latest_events(history, since, cap);
+        *published = Some(status);
+    });
+}
+
+/// The status of the server now without publishing it: the published
+/// history and the events since, the latest `event_history`.
+pub(crate) fn status_now(shared: &Shared, slot: &ServerSlot, st: &ServerState) -> ServerStatus {
+    let (observed, _) = shared.runtime.snapshot(&slot.name);
+    let mut status = status_of(&slot.name, st, &observed, shared.clock.now());
+    let history = slot
+        .snapshot
+        .borrow()
+        .as_ref()
+        .map(|s| s.recent_events.clone())
+        .unwrap_or_default();
+    status.recent_events = latest_events(
+        history,
+        st.events.clone(),
+        shared.config.event_history.max(1),
+    );
+    status
+}
+
+/// `history` then `since`, the latest `cap` of them, in a vector of exactly
+/// that size.
+fn latest_events(
+    mut history: Vec<LifecycleEvent>,
+    since: Vec<LifecycleEvent>,
+    cap: usize,
+) -> Vec<LifecycleEvent> {
+    if since.is_empty() && history.len() <= cap {
+        return history;
+    }
+    let total = history.len() + since.len();
+    let drop = total.saturating_sub(cap);
+    let from_history = drop.min(history.len());
+    let mut events = Vec::with_capacity(total - drop);
+    events.extend(history.drain(from_history..));
+    events.extend(since.into_iter().skip(drop - from_history));
+    events
 }
 
 pub(super) struct Pass<'a> {
@@ -939,13 +1000,9 @@ pub(super) fn error_backoff(streak: u32) -> Duration {
     Duration::from_secs(1u64 << shift).min(Duration::from_secs(30))
 }
 
-/// Builds a server's status from its state.
-pub(crate) fn status_of(
-    name: &str,
-    st: &ServerState,
-    observed: &ObservedMap,
-    now: Timestamp,
-) -> ServerStatus {
+/// Builds a server's status from its state, without its recent events
+/// (`publish` and `status_now` add them).
+fn status_of(name: &str, st: &ServerState, observed: &ObservedMap, now: Timestamp) -> ServerStatus {
     let hash: &str = st.hash();
     let record = st.record().map(|r| &*r.value);
     let desired = record.map_or(0, ServerRecord::desired);
@@ -1010,7 +1067,7 @@ pub(crate) fn status_of(
         running_digests: digests.into_iter().collect(),
         update: crate::records::freshness::UpdateStatus::from(&st.update.value),
         instances,
-        recent_events: st.events.iter().cloned().collect(),
+        recent_events: Vec::new(),
         observed_at: now,
     }
 }

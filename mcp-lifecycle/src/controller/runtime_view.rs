@@ -11,7 +11,9 @@
 //! snapshot without copying them (a write while a snapshot is held copies
 //! that server's map once). Each server also has a generation, bumped only
 //! when what is observed actually changes, so a pass can tell without
-//! comparing anything whether its published status is still current.
+//! comparing anything whether its published status is still current. A
+//! listing is compared with each server's map as it arrives: a server it
+//! shows unchanged keeps its map, so a steady resync allocates nothing here.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,52 @@ struct ServerView {
     dirty: BTreeSet<InstanceId>,
     generation: u64,
     /// What a listing in progress found (only inside `replace_all`).
-    listed: Option<ObservedMap>,
+    listing: Listing,
+}
+
+/// A listing of one server compared with its observations as it arrives,
+/// so a server the listing shows unchanged keeps its map (a steady resync
+/// allocates nothing per server).
+#[derive(Default)]
+struct Listing {
+    /// Bit `i`: the listing showed the `i`-th observed instance unchanged.
+    unchanged: u64,
+    /// What the listing showed new or different (instances past the 64th
+    /// always land here).
+    changed: Option<ObservedMap>,
+}
+
+impl Listing {
+    /// Takes one listed observation of a server whose map is `observed`.
+    fn take(&mut self, observed: &ObservedMap, obs: InstanceObservation) {
+        if let Ok(i) = observed.find_index(&obs.id)
+            && i < 64
+            && observed.get_indexed(i).is_some_and(|(_, o)| *o == obs)
+        {
+            self.unchanged |= 1 << i;
+            return;
+        }
+        self.changed
+            .get_or_insert_with(|| LiteMap::with_capacity(1))
+            .insert(obs.id.clone(), obs);
+    }
+
+    /// The server's next map, or `None` if the listing showed exactly what
+    /// is observed.
+    fn finish(self, observed: &ObservedMap) -> Option<ObservedMap> {
+        let kept = self.unchanged.count_ones() as usize;
+        let mut fresh = match self.changed {
+            None if kept == observed.len() => return None,
+            Some(changed) => changed,
+            None => LiteMap::with_capacity(kept),
+        };
+        for (i, (id, obs)) in observed.iter().enumerate() {
+            if i < 64 && self.unchanged & (1 << i) != 0 && !fresh.contains_key(id) {
+                fresh.insert(id.clone(), obs.clone());
+            }
+        }
+        Some(fresh)
+    }
 }
 
 /// Whether two listings of a server show a status the same things: the same
@@ -81,27 +128,28 @@ impl RuntimeView {
 
     /// Replaces everything with a fresh listing (dirty marks are kept: an
     /// event may have raced the listing). A server whose observations are
-    /// the same as before keeps its generation.
+    /// the same as before keeps its generation, and keeps its map if the
+    /// listing showed exactly what it holds.
     pub(crate) fn replace_all(&self, listed: Vec<InstanceObservation>) {
         self.with(|servers| {
-            // Sort the listing into each server's next map; a server seen
-            // for the first time gets a view. No server name is copied for
-            // a server already known.
+            // Compare the listing with each server's map as it arrives; a
+            // server seen for the first time gets a view. No server name is
+            // copied for a server already known.
             for obs in listed {
                 let view = match servers.get_mut(obs.server.as_str()) {
                     Some(view) => view,
                     None => servers.entry(obs.server.clone()).or_default(),
                 };
-                view.listed
-                    .get_or_insert_with(|| LiteMap::with_capacity(1))
-                    .insert(obs.id.clone(), obs);
+                view.listing.take(&view.observed, obs);
             }
             for view in servers.values_mut() {
-                let fresh = view.listed.take().unwrap_or_default();
-                if !shows_the_same(&view.observed, &fresh) {
-                    view.generation += 1;
+                let listing = std::mem::take(&mut view.listing);
+                if let Some(fresh) = listing.finish(&view.observed) {
+                    if !shows_the_same(&view.observed, &fresh) {
+                        view.generation += 1;
+                    }
+                    view.observed = Arc::new(fresh);
                 }
-                view.observed = Arc::new(fresh);
             }
             servers.retain(|_, v| !v.observed.is_empty() || !v.dirty.is_empty());
         });
@@ -184,5 +232,92 @@ impl RuntimeView {
         self.with(|s| {
             s.remove(server);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn obs(server: &str, ordinal: u64, status: RuntimeStatus) -> InstanceObservation {
+        InstanceObservation {
+            id: InstanceId::new(server, ordinal),
+            server: server.to_owned(),
+            spec_hash: "h".to_owned(),
+            status,
+            image_digest: None,
+            labels: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+            started_at: None,
+            replica: None,
+        }
+    }
+
+    #[test]
+    fn an_unchanged_listing_keeps_each_map_and_generation() {
+        let view = RuntimeView::default();
+        view.replace_all(vec![
+            obs("a", 0, RuntimeStatus::Running),
+            obs("a", 1, RuntimeStatus::Running),
+            obs("b", 0, RuntimeStatus::Running),
+        ]);
+        let (a, gen_a) = view.snapshot("a");
+        let (_, gen_b) = view.snapshot("b");
+        // Listed in another order: the same observations.
+        view.replace_all(vec![
+            obs("b", 0, RuntimeStatus::Running),
+            obs("a", 1, RuntimeStatus::Running),
+            obs("a", 0, RuntimeStatus::Running),
+        ]);
+        let (a_again, gen_a_again) = view.snapshot("a");
+        assert!(Arc::ptr_eq(&a, &a_again), "an unchanged map is kept");
+        assert_eq!(gen_a, gen_a_again);
+        assert_eq!(view.snapshot("b").1, gen_b);
+    }
+
+    #[test]
+    fn a_changed_listing_replaces_what_changed() {
+        let view = RuntimeView::default();
+        view.replace_all(vec![
+            obs("a", 0, RuntimeStatus::Running),
+            obs("a", 1, RuntimeStatus::Running),
+            obs("b", 0, RuntimeStatus::Running),
+            obs("c", 0, RuntimeStatus::Running),
+        ]);
+        let (_, gen_a) = view.snapshot("a");
+        let (_, gen_b) = view.snapshot("b");
+        let (_, gen_c) = view.snapshot("c");
+        let mut relabelled = obs("c", 0, RuntimeStatus::Running);
+        relabelled.labels.insert("extra".to_owned(), "x".to_owned());
+        view.replace_all(vec![
+            // a-1 is gone; b-0 exited; c-0 shows what a status shows unchanged.
+            obs("a", 0, RuntimeStatus::Running),
+            obs(
+                "b",
+                0,
+                RuntimeStatus::Exited {
+                    code: Some(1),
+                    oom_killed: false,
+                    reason: None,
+                },
+            ),
+            relabelled.clone(),
+        ]);
+        let (a, gen_a_now) = view.snapshot("a");
+        assert_eq!(a.keys().collect::<Vec<_>>(), [&InstanceId::new("a", 0)]);
+        assert!(gen_a_now > gen_a);
+        let (b, gen_b_now) = view.snapshot("b");
+        assert!(gen_b_now > gen_b);
+        assert_ne!(
+            b.get(&InstanceId::new("b", 0)).map(|o| &o.status),
+            Some(&RuntimeStatus::Running)
+        );
+        let (c, gen_c_now) = view.snapshot("c");
+        assert_eq!(gen_c_now, gen_c, "a status shows nothing new");
+        assert_eq!(c.get(&InstanceId::new("c", 0)), Some(&relabelled));
+        // A server the listing no longer shows is forgotten.
+        view.replace_all(vec![obs("a", 0, RuntimeStatus::Running)]);
+        assert!(view.snapshot("b").0.is_empty());
     }
 }

@@ -1,10 +1,10 @@
 //! One server's place in the controller: its slot (wake-ups, snapshot,
 //! round-robin position) and the state its passes work on (records, probe
-//! schedule, event history, freshness bookkeeping).
+//! schedule, the events its published status does not show yet, freshness
+//! bookkeeping).
 //!
 //! Layer: controller. Owned by the controller's tasks; the facade never sees it.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use litemap::LiteMap;
@@ -53,7 +53,10 @@ pub(crate) struct ServerState {
     /// B-tree node would cost kilobytes for each server.
     pub(crate) instances: LiteMap<InstanceId, TrackedInstance>,
     pub(crate) next_probe: LiteMap<InstanceId, Timestamp>,
-    pub(crate) events: VecDeque<LifecycleEvent>,
+    /// Events not yet in the published status, oldest first (at most
+    /// `event_history`). The history before them is held by the published
+    /// status alone (see `reconcile::publish`), so each event is kept once.
+    pub(crate) events: Vec<LifecycleEvent>,
     /// Consecutive passes with a failed runtime or store call.
     pub(crate) error_streak: u32,
     /// The mode of a host's `stop` call not yet carried out. The next pass
@@ -100,7 +103,7 @@ impl ServerState {
             // first growth would reserve four.
             instances: LiteMap::with_capacity(1),
             next_probe: LiteMap::with_capacity(1),
-            events: VecDeque::new(),
+            events: Vec::new(),
             error_streak: 0,
             pending_stop: None,
             phase: None,
@@ -206,7 +209,7 @@ impl ServerState {
         self.push_event(shared, &server, Some(&id), kind, message);
     }
 
-    /// Records an event in the bounded history and broadcasts it.
+    /// Records an event for the next published status and broadcasts it.
     pub(crate) fn push_event(
         &mut self,
         shared: &Shared,
@@ -224,10 +227,11 @@ impl ServerState {
         };
         tracing::debug!(server, instance = ?instance.map(InstanceId::as_str), ?kind, "{}", event.message);
         self.revision += 1;
-        while self.events.len() >= shared.config.event_history.max(1) {
-            self.events.pop_front();
+        let cap = shared.config.event_history.max(1);
+        if self.events.len() >= cap {
+            self.events.drain(..=self.events.len() - cap);
         }
-        self.events.push_back(event.clone());
+        self.events.push(event.clone());
         // No subscribers is fine.
         let _ = shared.events.send(event);
     }

@@ -60,6 +60,24 @@ impl Shared {
             .cloned()
     }
 
+    pub(crate) fn has_slot(&self, name: &str) -> bool {
+        self.servers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+    }
+
+    /// Runs `f` over every slot under the read lock (no `Arc` is cloned
+    /// for a slot `f` passes over); returns how many slots there are and
+    /// what `f` returned.
+    pub(crate) fn with_slots<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = &Arc<ServerSlot>>) -> R,
+    ) -> (usize, R) {
+        let servers = self.servers.read().unwrap_or_else(|e| e.into_inner());
+        (servers.len(), f(&mut servers.values()))
+    }
+
     pub(crate) fn slots(&self) -> Vec<Arc<ServerSlot>> {
         self.servers
             .read()

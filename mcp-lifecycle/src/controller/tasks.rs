@@ -12,10 +12,10 @@ use tracing::Instrument;
 
 use crate::error::Result;
 use crate::ports::{EventStream, InstanceObservation, RuntimeEventKind};
-use crate::status::{ResyncReport, ServerStatus};
+use crate::status::ResyncReport;
 
 use super::reconcile::{self, PassOutcome};
-use super::server::{ServerSlot, ServerState};
+use super::server::ServerSlot;
 use super::shared::Shared;
 
 /// A server's task: waits for a kick or its next wake-up, then runs a pass.
@@ -109,11 +109,11 @@ async fn run_resync(shared: Arc<Shared>) {
 /// a failed removal is retried at the next resync.
 pub(super) async fn take_listing(
     shared: &Shared,
-    listed: Vec<InstanceObservation>,
+    mut listed: Vec<InstanceObservation>,
     known: impl Fn(&str) -> bool,
 ) -> usize {
-    let (kept, orphans): (Vec<_>, Vec<_>) = listed.into_iter().partition(|o| known(&o.server));
-    shared.runtime.replace_all(kept);
+    let orphans: Vec<_> = listed.extract_if(.., |o| !known(&o.server)).collect();
+    shared.runtime.replace_all(listed);
     let mut removed = 0;
     if let Some(owner) = shared.orchestrator.replica_owner() {
         // The runtime keeps replicas of a workload alive: remove the workload.
@@ -155,25 +155,27 @@ pub(super) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
     }
     let listed = shared.orchestrator.list(&shared.managed_selector()).await?;
     let workloads = listed.len();
-    let orphans_removed =
-        take_listing(shared, listed, |server| shared.slot(server).is_some()).await;
-    let slots = shared.slots();
-    let servers = slots.len();
-    let concurrency = shared.config.max_concurrent_reconciles.max(1);
+    let orphans_removed = take_listing(shared, listed, |server| shared.has_slot(server)).await;
+    // Settle first what a pass would not change (the listing showed it
+    // nothing new and nothing is due), so only the rest costs a future.
     let now = shared.clock.now();
-    futures::stream::iter(slots)
+    let (servers, unsettled) = shared.with_slots(|slots| {
+        let unsettled: Vec<Arc<ServerSlot>> = slots
+            .filter(|slot| {
+                !slot
+                    .state
+                    .try_lock()
+                    .is_ok_and(|st| reconcile::is_settled(shared, slot, &st, now))
+            })
+            .cloned()
+            .collect();
+        unsettled
+    });
+    let concurrency = shared.config.max_concurrent_reconciles.max(1);
+    futures::stream::iter(unsettled)
         .for_each_concurrent(concurrency, |slot| {
             let shared = shared.clone();
             async move {
-                // The listing showed this server nothing new and nothing is
-                // due: a pass would change nothing.
-                let settled = slot
-                    .state
-                    .try_lock()
-                    .is_ok_and(|st| reconcile::is_settled(&shared, &slot, &st, now));
-                if settled {
-                    return;
-                }
                 let span = tracing::info_span!("server", server = %slot.name);
                 let before = *slot.wake.lock().unwrap_or_else(|e| e.into_inner());
                 match reconcile::pass(&shared, &slot).instrument(span).await {
@@ -207,10 +209,4 @@ pub(super) async fn reconcile_now(shared: &Arc<Shared>, slot: &Arc<ServerSlot>) 
         PassOutcome::WakeAt(_) => slot.rescheduled.notify_one(),
     }
     outcome
-}
-
-/// A server's status computed from its state now.
-pub(super) fn status_now(shared: &Shared, name: &str, st: &ServerState) -> ServerStatus {
-    let (observed, _) = shared.runtime.snapshot(name);
-    reconcile::status_of(name, st, &observed, shared.clock.now())
 }

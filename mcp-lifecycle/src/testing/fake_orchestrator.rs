@@ -840,12 +840,15 @@ impl Orchestrator for FakeOrchestrator {
         self.enter(CallKind::List, &format!("selector {selector:?}"))
             .await?;
         let state = lock(&self.inner.state);
-        Ok(state
-            .instances
-            .values()
-            .filter(|inst| crate::ports::labels::matches(&inst.spec.labels, selector))
-            .map(Instance::observation)
-            .collect())
+        let mut listed = Vec::with_capacity(state.instances.len());
+        listed.extend(
+            state
+                .instances
+                .values()
+                .filter(|inst| crate::ports::labels::matches(&inst.spec.labels, selector))
+                .map(Instance::observation),
+        );
+        Ok(listed)
     }
 
     async fn inspect(&self, id: &InstanceId) -> Result<InstanceObservation> {
