@@ -677,3 +677,67 @@ async fn recent_events_are_the_latest_streamed() {
     assert_eq!(second.ready, 2);
     assert_eq!(second.recent_events, streamed[streamed.len() - 3..]);
 }
+
+/// A prober whose probes pass, except that every probe after the first
+/// `fast` ones hangs for a minute (a server that stopped answering).
+struct HangingProber {
+    fast: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl mcp_lifecycle::Prober for HangingProber {
+    async fn probe(&self, _target: mcp_lifecycle::ProbeTarget<'_>) -> mcp_lifecycle::ProbeOutcome {
+        let left = self.fast.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.fast
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        } else {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        mcp_lifecycle::ProbeOutcome::Passed
+    }
+}
+
+/// Found on Kubernetes: a status read waited for a pass that was probing a
+/// hung instance (up to the probe timeout). Reads take the published status
+/// without the server's lock.
+#[tokio::test(start_paused = true)]
+async fn a_status_read_does_not_wait_for_a_hung_probe() {
+    let clock = Arc::new(TokioClock::new());
+    let catalog = ImageCatalog::new();
+    catalog.push(IMAGE, fake_digest("echo-v1"));
+    let runtime = FakeOrchestrator::builder()
+        .with_catalog(catalog)
+        .with_clock(clock.clone())
+        .build();
+    let lifecycle = Lifecycle::builder()
+        .orchestrator(Arc::new(runtime.clone()))
+        .prober(Arc::new(HangingProber {
+            fast: std::sync::atomic::AtomicU32::new(1),
+        }))
+        .store(Arc::new(InMemoryStore::new()))
+        .clock(clock.clone())
+        .config(LifecycleConfig::default())
+        .build()
+        .await
+        .unwrap();
+    let mut s = spec("hung", IMAGE);
+    s.health.interval = Duration::from_secs(5);
+    lifecycle.apply(s).await.unwrap();
+    let status = lifecycle
+        .start("hung", Wait::UntilReady(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(status.ready, 1);
+    // The next liveness probe hangs, inside a pass that holds the server.
+    advance(Duration::from_secs(6)).await;
+    let before = tokio::time::Instant::now();
+    let status = lifecycle.status("hung").await.unwrap();
+    assert_eq!(status.ready, 1);
+    assert!(
+        before.elapsed() < Duration::from_secs(1),
+        "a status read waited {:?} for a probing pass",
+        before.elapsed()
+    );
+    drop(runtime);
+}

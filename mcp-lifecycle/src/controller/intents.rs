@@ -149,6 +149,8 @@ impl Controller {
                     "deleted".into(),
                 );
             }
+            // Reads see the server gone from here on, without its lock.
+            slot.snapshot.send_replace(None);
         }
         let mut outcome = tasks::reconcile_now(&self.shared, &slot).await;
         if self.shared.orchestrator.replica_owner().is_some() {

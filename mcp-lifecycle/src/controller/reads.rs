@@ -35,17 +35,18 @@ impl Controller {
         Ok(self.slot(name)?.snapshot.subscribe())
     }
 
+    /// The published status without waiting for the server's lock (a pass
+    /// holds it while it probes); computed under the lock only before the
+    /// first publication. A server being deleted has none (its deletion
+    /// withdraws the published status).
     async fn snapshot(&self, slot: &ServerSlot) -> Option<ServerStatus> {
-        let st = slot.state.lock().await;
-        // A server being deleted is gone from the host's point of view.
-        if st.record().is_none_or(|r| r.value.deleting) {
-            return None;
-        }
-        drop(st);
         if let Some(status) = slot.snapshot.borrow().clone() {
             return Some(status);
         }
         let st = slot.state.lock().await;
+        if st.record().is_none_or(|r| r.value.deleting) {
+            return None;
+        }
         Some(reconcile::status_now(&self.shared, slot, &st))
     }
 

@@ -152,6 +152,12 @@ pub(crate) fn publish(
     observed: &ObservedMap,
     now: Timestamp,
 ) {
+    if st.record().is_none_or(|r| r.value.deleting) {
+        // A server being deleted is gone from the host's point of view.
+        st.events.clear();
+        slot.snapshot.send_replace(None);
+        return;
+    }
     let mut status = status_of(&slot.name, st, observed, now);
     let since = std::mem::take(&mut st.events);
     let cap = shared.config.event_history.max(1);
