@@ -245,6 +245,12 @@ impl Pass<'_> {
                 };
             }
             (RuntimeStatus::Running, _) => {
+                if restarted {
+                    // A new process behind the same replica: the old session's
+                    // stream is dead, and a probe over it would hang until
+                    // its timeout while this server's pass waits.
+                    self.shared.forget_sessions(&obs.id);
+                }
                 if restarted || !before.phase.may_be_running() {
                     after.phase = InstancePhase::Starting { since: self.now };
                     after.probe_failures = 0;
