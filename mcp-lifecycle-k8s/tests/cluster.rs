@@ -30,7 +30,7 @@ use mcp_lifecycle::ports::{Connection, EndpointKind, InstanceId};
 use mcp_lifecycle::spec::{EnvEntry, SecretRef, Transport};
 use mcp_lifecycle::state::ServerPhase;
 use mcp_lifecycle::{InMemoryStore, Lifecycle, StopMode, Store, Wait};
-use mcp_lifecycle_k8s::{KubernetesConfig, KubernetesOrchestrator, READY_GATE, ServiceExposure};
+use mcp_lifecycle_k8s::{KubernetesConfig, READY_GATE, ServiceExposure};
 use rmcp::model::CallToolRequestParams;
 
 fn gate_of(pod: &Pod) -> Option<String> {
@@ -317,16 +317,11 @@ async fn a_node_port_service_is_handed_out_and_answers_mcp() {
     let Some(ns) = TestNamespace::create(test).await else {
         return;
     };
-    let backend = KubernetesOrchestrator::builder()
-        .client(ns.client.clone())
-        .config(KubernetesConfig {
-            namespace: ns.name.clone(),
-            exposure: ServiceExposure::NodePort,
-            ..KubernetesConfig::default()
-        })
-        .build()
-        .await
-        .unwrap();
+    let config = KubernetesConfig {
+        exposure: ServiceExposure::NodePort,
+        ..KubernetesConfig::default()
+    };
+    let backend = common::backend(ns.client.clone(), &ns, config).await;
     let manager = unique("mcpl");
     let lc = Lifecycle::builder()
         .orchestrator(Arc::new(backend))

@@ -23,7 +23,7 @@ use mcp_lifecycle::state::{Freshness, FreshnessPolicy};
 use mcp_lifecycle::{
     InMemoryStore, Lifecycle, LifecycleConfig, RegistryResolver, ServerSpec, Source, Wait,
 };
-use mcp_lifecycle_k8s::{KubernetesConfig, KubernetesOrchestrator, ProbePodResolver, ROLE_LABEL};
+use mcp_lifecycle_k8s::{KubernetesConfig, ProbePodResolver, ROLE_LABEL};
 
 const IMAGES_ENV: &str = "/var/tmp/mcp-lifecycle-registry/images.env";
 
@@ -85,15 +85,7 @@ async fn a_new_digest_is_rolled_out_through_the_deployment_and_verified() {
     let _untag = Untag(tag.clone());
     let v1 = push_as(&local_v1, &tag);
 
-    let backend = KubernetesOrchestrator::builder()
-        .client(ns.client.clone())
-        .config(KubernetesConfig {
-            namespace: ns.name.clone(),
-            ..KubernetesConfig::default()
-        })
-        .build()
-        .await
-        .unwrap();
+    let backend = common::backend(ns.client.clone(), &ns, KubernetesConfig::default()).await;
     let manager = unique("mcpl");
     let config = LifecycleConfig {
         freshness: FreshnessPolicy {

@@ -23,7 +23,7 @@ use kube::{Client, Config};
 use mcp_lifecycle::ports::{InstanceId, InstanceSpec, ReplicaOwner, WorkloadSpec, labels};
 use mcp_lifecycle::spec::{EnvEntry, Resources, Source, Transport};
 use mcp_lifecycle::{InMemoryStore, Lifecycle, Orchestrator, StopMode, Wait};
-use mcp_lifecycle_k8s::{KubernetesConfig, KubernetesOrchestrator};
+use mcp_lifecycle_k8s::KubernetesConfig;
 
 const ROLE: &str = include_str!("../../docs/kubernetes-rbac.yaml");
 
@@ -68,18 +68,6 @@ async fn grant_documented_role(ns: &TestNamespace) {
         .expect("bind the Role");
 }
 
-async fn backend(client: Client, ns: &TestNamespace) -> KubernetesOrchestrator {
-    KubernetesOrchestrator::builder()
-        .client(client)
-        .config(KubernetesConfig {
-            namespace: ns.name.clone(),
-            ..KubernetesConfig::default()
-        })
-        .build()
-        .await
-        .expect("build under the Role")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_backend_runs_under_exactly_the_documented_role() {
     let test = "the_backend_runs_under_exactly_the_documented_role";
@@ -91,7 +79,7 @@ async fn the_backend_runs_under_exactly_the_documented_role() {
         return;
     };
     grant_documented_role(&ns).await;
-    let backend = backend(client, &ns).await;
+    let backend = common::backend(client, &ns, KubernetesConfig::default()).await;
     let manager = unique("mcpl");
     let lc = Lifecycle::builder()
         .orchestrator(Arc::new(backend.clone()))
@@ -159,15 +147,8 @@ async fn a_missing_permission_names_the_verb_and_the_resource() {
         return;
     };
     // No Role bound: the user may do nothing in this namespace.
-    let backend = KubernetesOrchestrator::builder()
-        .client(client)
-        .config(KubernetesConfig {
-            namespace: ns.name.clone(),
-            ..KubernetesConfig::default()
-        })
-        .build()
-        .await
-        .expect("build does not need the Role");
+    // Building needs no permission in the namespace.
+    let backend = common::backend(client, &ns, KubernetesConfig::default()).await;
     let workload = WorkloadSpec {
         template: InstanceSpec {
             id: InstanceId::from_raw("denied"),

@@ -188,20 +188,30 @@ pub(crate) fn http() -> Transport {
     }
 }
 
+/// The backend for `ns` with `config` (its namespace set to `ns`'s), built
+/// with `client`.
+pub(crate) async fn backend(
+    client: Client,
+    ns: &TestNamespace,
+    config: KubernetesConfig,
+) -> KubernetesOrchestrator {
+    KubernetesOrchestrator::builder()
+        .client(client)
+        .config(KubernetesConfig {
+            namespace: ns.name.clone(),
+            ..config
+        })
+        .build()
+        .await
+        .expect("KubernetesOrchestrator::build")
+}
+
 pub(crate) async fn lifecycle(
     ns: &TestNamespace,
     manager: &str,
     store: Arc<dyn Store>,
 ) -> Lifecycle {
-    let backend = KubernetesOrchestrator::builder()
-        .client(ns.client.clone())
-        .config(KubernetesConfig {
-            namespace: ns.name.clone(),
-            ..KubernetesConfig::default()
-        })
-        .build()
-        .await
-        .expect("KubernetesOrchestrator::build");
+    let backend = backend(ns.client.clone(), ns, KubernetesConfig::default()).await;
     let secrets = StaticSecretSource::new().with(SecretRef::new("k8s-test", "canary"), CANARY);
     Lifecycle::builder()
         .orchestrator(Arc::new(backend))
