@@ -2,7 +2,8 @@
 //! `KUBECONFIG` names; CI starts one with `scripts/k8s-cluster.sh`): Ready
 //! only after the MCP probe, with the readiness gate True and the Service's
 //! endpoints listing the pod only then; a crash loop with its restart count
-//! and reason; a missing image; scaling; graceful and forced stops and a
+//! and reason; a missing image; a pod no node can take, with the
+//! scheduler's message; scaling; graceful and forced stops and a
 //! start again; a stdio server through pod attach; a host restart that
 //! adopts without duplicates; delete leaving nothing behind.
 //!
@@ -389,5 +390,48 @@ async fn a_node_port_service_is_handed_out_and_answers_mcp() {
         .await
         .unwrap();
     assert!(lc.endpoints("piped").await.unwrap().is_empty());
+    lc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unschedulable_pod_reports_the_schedulers_message() {
+    let test = "an_unschedulable_pod_reports_the_schedulers_message";
+    let Some(ns) = TestNamespace::create(test).await else {
+        return;
+    };
+    // No node carries this label: the scheduler cannot place the pod.
+    let config = KubernetesConfig {
+        node_selector: BTreeMap::from([(
+            "mcp-lifecycle.dev/test-no-such-node".to_owned(),
+            "true".to_owned(),
+        )]),
+        ..KubernetesConfig::default()
+    };
+    let backend = common::backend(ns.client.clone(), &ns, config).await;
+    let manager = unique("mcpl");
+    let lc = Lifecycle::builder()
+        .orchestrator(Arc::new(backend))
+        .store(Arc::new(InMemoryStore::new()))
+        .config(common::config(&manager))
+        .build()
+        .await
+        .unwrap();
+    let name = "nowhere";
+    lc.apply(server_spec(name, &test_image(), Transport::Stdio))
+        .await
+        .unwrap();
+    lc.start(name, Wait::No).await.unwrap();
+    let instance = eventually("an unschedulable instance", READY, || async {
+        first_instance(&lc, name).await.filter(|i| {
+            i.phase == "failed"
+                && i.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("Unschedulable: "))
+        })
+    })
+    .await;
+    let reason = instance.reason.unwrap();
+    assert!(reason.contains("node"), "the scheduler's words: {reason}");
+    assert_eq!(lc.status(name).await.unwrap().ready, 0);
     lc.shutdown().await.unwrap();
 }
