@@ -9,6 +9,10 @@ use k8s_openapi::api::core::v1::Toleration;
 /// readiness gate (the cluster then routes to a pod once its container runs).
 pub const READINESS_GATE_OPT_OUT: &str = "mcp-lifecycle.dev/readiness-gate";
 
+/// The label cortex-resource-manager finds MCP server Deployments by, and
+/// the default adoption selector: `app.kubernetes.io/component=mcp-server`.
+pub const DEFAULT_ADOPT_LABEL: (&str, &str) = ("app.kubernetes.io/component", "mcp-server");
+
 /// How the Service of an HTTP or SSE server is exposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ServiceExposure {
@@ -34,7 +38,8 @@ impl ServiceExposure {
 /// Settings for [`crate::KubernetesOrchestrator`]. Defaults: namespace
 /// `default`, field manager `mcp-lifecycle`, the restricted Pod Security
 /// profile with a read-only root filesystem, no service account token,
-/// `ClusterIP` Services, 512Mi and 1 CPU as limits when a spec sets none.
+/// `ClusterIP` Services, 512Mi and 1 CPU as limits when a spec sets none,
+/// adoption of Deployments labelled `app.kubernetes.io/component=mcp-server`.
 #[derive(Debug, Clone)]
 pub struct KubernetesConfig {
     /// The namespace every workload goes to.
@@ -61,6 +66,12 @@ pub struct KubernetesConfig {
     pub default_memory: String,
     /// CPU limit for specs that set none.
     pub default_cpu: String,
+    /// The labels (all must match, on the Deployment and on its pod
+    /// template) of Deployments the library did not create that servers
+    /// may adopt with [`Source::Existing`](mcp_lifecycle::Source::Existing);
+    /// their pods are watched by it. `None` turns adoption off. Default:
+    /// [`DEFAULT_ADOPT_LABEL`].
+    pub adopt_selector: Option<BTreeMap<String, String>>,
 }
 
 impl Default for KubernetesConfig {
@@ -78,6 +89,10 @@ impl Default for KubernetesConfig {
             run_as_user: None,
             default_memory: "512Mi".to_owned(),
             default_cpu: "1".to_owned(),
+            adopt_selector: Some(BTreeMap::from([(
+                DEFAULT_ADOPT_LABEL.0.to_owned(),
+                DEFAULT_ADOPT_LABEL.1.to_owned(),
+            )])),
         }
     }
 }

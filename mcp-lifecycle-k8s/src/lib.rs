@@ -21,6 +21,12 @@
 //!   scheduler's message, …), last exit code and the kubelet's back-off
 //!   become the instance's attempt, reason and next retry.
 //! - Pods run under the restricted Pod Security profile by default.
+//! - Deployments the library did not create, labelled
+//!   `app.kubernetes.io/component=mcp-server` (configurable:
+//!   [`KubernetesConfig::adopt_selector`]), are found by
+//!   [`KubernetesOrchestrator::adoptable`] and adopted by a spec whose
+//!   source is [`Source::Existing`](mcp_lifecycle::Source::Existing): listed,
+//!   probed, started, stopped and scaled, their template never changed.
 //!
 //! The library crate leaves k8s-openapi's version feature to the binary
 //! that links it (`k8s-openapi = { version = "0.29", features = ["v1_33"] }`
@@ -54,6 +60,7 @@
     )
 )]
 
+mod adopt;
 mod config;
 mod endpoints;
 mod errors;
@@ -63,7 +70,8 @@ mod resolver;
 mod watch;
 mod workload;
 
-pub use config::{KubernetesConfig, READINESS_GATE_OPT_OUT, ServiceExposure};
+pub use adopt::TRANSPORT_ANNOTATION;
+pub use config::{DEFAULT_ADOPT_LABEL, KubernetesConfig, READINESS_GATE_OPT_OUT, ServiceExposure};
 pub use errors::Forbidden;
 pub use orchestrator::{KubernetesOrchestrator, KubernetesOrchestratorBuilder};
 pub use resolver::{ProbePodResolver, ROLE_LABEL};

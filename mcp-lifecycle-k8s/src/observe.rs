@@ -14,11 +14,18 @@ use mcp_lifecycle::ports::{
 
 use crate::workload::{CONTAINER, READY_GATE};
 
-/// The observation of one pod, or `None` for a pod without the server label.
+/// The observation of one managed pod, or `None` for a pod without the
+/// server label.
 pub(crate) fn observe(pod: &Pod) -> Option<InstanceObservation> {
+    let server = pod.metadata.labels.as_ref()?.get(labels::SERVER)?.clone();
+    observe_as(pod, server)
+}
+
+/// The observation of one pod as a replica of `server` (an adopted
+/// Deployment's pods carry no server label of ours).
+pub(crate) fn observe_as(pod: &Pod, server: String) -> Option<InstanceObservation> {
     let name = pod.metadata.name.clone()?;
     let pod_labels: BTreeMap<String, String> = pod.metadata.labels.clone().unwrap_or_default();
-    let server = pod_labels.get(labels::SERVER)?.clone();
     let spec_hash = pod_labels
         .get(labels::SPEC_HASH)
         .cloned()

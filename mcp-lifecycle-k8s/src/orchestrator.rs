@@ -13,19 +13,21 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{AttachParams, DeleteParams, LogParams, Patch, PatchParams};
+use kube::api::{AttachParams, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use mcp_lifecycle::ports::{
     Connection, Endpoint, EventStream, InstanceId, InstanceObservation, InstanceSpec, Orchestrator,
     ReplicaOwner, RuntimeEvent, StdioStream, StopMode, WorkloadSpec, labels,
 };
+use mcp_lifecycle::spec::{ServerSpec, Source};
 use mcp_lifecycle::{Error, Result};
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::adopt::{self, Adopted, Adoptions};
 use crate::config::KubernetesConfig;
 use crate::endpoints;
 use crate::errors::{self, Call};
@@ -54,6 +56,9 @@ struct Inner {
     client: Client,
     config: KubernetesConfig,
     pods: Store<Pod>,
+    /// Pods of adopted Deployments (when adoption is on).
+    adopted_pods: Option<Store<Pod>>,
+    adoptions: Arc<Adoptions>,
     services: Store<Service>,
     events: broadcast::Sender<RuntimeEvent>,
     _watch: DropGuard,
@@ -158,9 +163,21 @@ impl KubernetesOrchestratorBuilder {
         let cancel = CancellationToken::new();
         let pods = watch::start(
             Api::namespaced(client.clone(), &namespace),
+            labels::MANAGED_BY,
+            Arc::new(observe),
             events.clone(),
             cancel.clone(),
         );
+        let adoptions = Arc::new(Adoptions::default());
+        let adopted_pods = self.config.adopt_selector.as_ref().map(|selector| {
+            adopt::start_watch(
+                Api::namespaced(client.clone(), &namespace),
+                selector,
+                adoptions.clone(),
+                events.clone(),
+                cancel.clone(),
+            )
+        });
         let services =
             watch::start_services(Api::namespaced(client.clone(), &namespace), cancel.clone());
         Ok(KubernetesOrchestrator {
@@ -168,6 +185,8 @@ impl KubernetesOrchestratorBuilder {
                 client,
                 config: self.config,
                 pods,
+                adopted_pods,
+                adoptions,
                 services,
                 events,
                 _watch: cancel.drop_guard(),
@@ -225,6 +244,103 @@ impl KubernetesOrchestrator {
             .get(&ObjectRef::new(id.as_str()).within(&self.inner.config.namespace))
     }
 
+    /// A pod from either watch's cache, with its observation.
+    fn cached_pod(&self, id: &InstanceId) -> Option<(Arc<Pod>, InstanceObservation)> {
+        if let Some(pod) = self.cached(id) {
+            let obs = observe(&pod)?;
+            return Some((pod, obs));
+        }
+        let pod = self
+            .inner
+            .adopted_pods
+            .as_ref()?
+            .get(&ObjectRef::new(id.as_str()).within(&self.inner.config.namespace))?;
+        let obs = self.inner.adoptions.observe(&pod)?;
+        Some((pod, obs))
+    }
+
+    /// The container MCP is spoken to in `pod`: ours, or an adopted pod's first.
+    fn container_of(pod: &Pod) -> String {
+        let containers = pod.spec.as_ref().map(|s| s.containers.as_slice());
+        match containers {
+            Some(all) if !all.iter().any(|c| c.name == CONTAINER) => all
+                .first()
+                .map_or_else(|| CONTAINER.to_owned(), |c| c.name.clone()),
+            _ => CONTAINER.to_owned(),
+        }
+    }
+
+    /// The Deployments the adoption selector matches that the library does
+    /// not manage, each as the spec a host would apply to adopt it (see
+    /// [`Source::Existing`]): named after the Deployment, at its replica
+    /// count, speaking MCP as its [`adopt::TRANSPORT_ANNOTATION`] says
+    /// (else streamable HTTP at `/mcp` on its first container port, else
+    /// stdio). Empty when adoption is off. One list call.
+    pub async fn adoptable(&self) -> Result<Vec<ServerSpec>> {
+        let Some(selector) = &self.inner.config.adopt_selector else {
+            return Ok(Vec::new());
+        };
+        let params = ListParams::default().labels(&adopt::selector_string(selector));
+        let listed = self
+            .api::<Deployment>()
+            .list(&params)
+            .await
+            .map_err(|e| errors::map(self.call("list", "deployments", ""), e))?;
+        Ok(listed
+            .items
+            .iter()
+            .filter(|d| adopt::check_adoptable(d, &self.inner.config).is_ok())
+            .filter_map(adopt::suggested_spec)
+            .collect())
+    }
+
+    /// Adopts `deployment` as `workload`'s server: checks it may be
+    /// adopted, scales it to the workload's replicas, and reports the pods
+    /// the watch saw before. Its template is left as it is.
+    async fn adopt(&self, workload: &WorkloadSpec, deployment: &str) -> Result<()> {
+        let t = &workload.template;
+        let found = self
+            .api::<Deployment>()
+            .get_opt(deployment)
+            .await
+            .map_err(|e| errors::map(self.call("get", "deployments", deployment), e))?
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "deployment {deployment} (source.existing of server {})",
+                    t.server
+                ))
+            })?;
+        adopt::check_adoptable(&found, &self.inner.config)?;
+        let manager = t
+            .labels
+            .get(labels::MANAGED_BY)
+            .cloned()
+            .unwrap_or_else(|| self.inner.config.field_manager.clone());
+        self.inner.adoptions.insert(
+            deployment,
+            Adopted {
+                server: t.server.clone(),
+                manager,
+                endpoint: workload::endpoint(&t.transport),
+            },
+        )?;
+        let current = found.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        if i64::from(current) != i64::from(workload.replicas) {
+            self.scale(&t.server, workload.replicas).await?;
+        }
+        if let Some(pods) = &self.inner.adopted_pods {
+            for pod in pods.state() {
+                if let Some(obs) = self.inner.adoptions.observe(&pod)
+                    && obs.server == t.server
+                {
+                    watch::send(&self.inner.events, obs, false);
+                }
+            }
+        }
+        tracing::debug!(server = %t.server, deployment, replicas = workload.replicas, "deployment adopted");
+        Ok(())
+    }
+
     fn cached_service(&self, server: &str) -> Option<Arc<Service>> {
         self.inner.services.get(
             &ObjectRef::new(&workload::service_name(server)).within(&self.inner.config.namespace),
@@ -278,31 +394,37 @@ impl Orchestrator for KubernetesOrchestrator {
 
     async fn list(&self, selector: &BTreeMap<String, String>) -> Result<Vec<InstanceObservation>> {
         self.cache_ready().await?;
-        Ok(self
+        let managed = self
             .inner
             .pods
             .state()
+            .into_iter()
+            .filter_map(|pod| observe(&pod));
+        let adopted = self
+            .inner
+            .adopted_pods
             .iter()
-            .filter(|pod| {
-                pod.metadata
-                    .labels
-                    .as_ref()
-                    .is_some_and(|l| labels::matches(l, selector))
-            })
-            .filter_map(|pod| observe(pod))
+            .flat_map(Store::state)
+            .filter_map(|pod| self.inner.adoptions.observe(&pod));
+        Ok(managed
+            .chain(adopted)
+            .filter(|obs| labels::matches(&obs.labels, selector))
             .collect())
     }
 
     async fn inspect(&self, id: &InstanceId) -> Result<InstanceObservation> {
         self.cache_ready().await?;
-        self.cached(id)
-            .and_then(|pod| observe(&pod))
+        self.cached_pod(id)
+            .map(|(_, obs)| obs)
             .ok_or_else(|| Error::not_found(format!("pod {id}")))
     }
 
     async fn logs(&self, id: &InstanceId, tail: usize) -> Result<Vec<String>> {
+        let container = self
+            .cached_pod(id)
+            .map_or_else(|| CONTAINER.to_owned(), |(pod, _)| Self::container_of(&pod));
         let params = LogParams {
-            container: Some(CONTAINER.to_owned()),
+            container: Some(container),
             tail_lines: Some(i64::try_from(tail).unwrap_or(i64::MAX)),
             ..LogParams::default()
         };
@@ -316,8 +438,8 @@ impl Orchestrator for KubernetesOrchestrator {
 
     async fn connect(&self, id: &InstanceId) -> Result<Connection> {
         self.cache_ready().await?;
-        let pod = self
-            .cached(id)
+        let (pod, _) = self
+            .cached_pod(id)
             .ok_or_else(|| Error::not_found(format!("pod {id}")))?;
         let endpoint = pod
             .metadata
@@ -325,6 +447,7 @@ impl Orchestrator for KubernetesOrchestrator {
             .as_ref()
             .and_then(|a| a.get(ENDPOINT_ANNOTATION))
             .cloned()
+            .or_else(|| self.inner.adoptions.endpoint_of(&pod))
             .unwrap_or_else(|| "stdio".to_owned());
         let mut words = endpoint.split_whitespace();
         match (words.next(), words.next(), words.next()) {
@@ -340,7 +463,7 @@ impl Orchestrator for KubernetesOrchestrator {
             }
             _ => {
                 let params = AttachParams::default()
-                    .container(CONTAINER)
+                    .container(Self::container_of(&pod))
                     .stdin(true)
                     .stdout(true)
                     .stderr(false);
@@ -419,6 +542,9 @@ impl Orchestrator for KubernetesOrchestrator {
 impl ReplicaOwner for KubernetesOrchestrator {
     async fn apply_workload(&self, workload: &WorkloadSpec) -> Result<()> {
         let t = &workload.template;
+        if let Source::Existing(deployment) = &t.source {
+            return self.adopt(workload, deployment).await;
+        }
         let server = t.server.as_str();
         let manager = t
             .labels
@@ -491,14 +617,36 @@ impl ReplicaOwner for KubernetesOrchestrator {
 
     async fn scale(&self, server: &str, replicas: u32) -> Result<()> {
         let patch = json!({ "spec": { "replicas": replicas } });
+        let deployment = self
+            .inner
+            .adoptions
+            .deployment_of_server(server)
+            .unwrap_or_else(|| server.to_owned());
         self.api::<Deployment>()
-            .patch_scale(server, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_scale(&deployment, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(|_| ())
-            .map_err(|e| errors::map(self.call("patch", "deployments/scale", server), e))
+            .map_err(|e| errors::map(self.call("patch", "deployments/scale", &deployment), e))
     }
 
     async fn delete_workload(&self, server: &str) -> Result<()> {
+        if self.inner.adoptions.deployment_of_server(server).is_some() {
+            // Forgotten, not deleted: the Deployment stays as it is, and its
+            // pods stop being this server's replicas.
+            let theirs: Vec<InstanceObservation> = self
+                .inner
+                .adopted_pods
+                .iter()
+                .flat_map(Store::state)
+                .filter_map(|pod| self.inner.adoptions.observe(&pod))
+                .filter(|obs| obs.server == server)
+                .collect();
+            self.inner.adoptions.remove_server(server);
+            for obs in theirs {
+                watch::send(&self.inner.events, obs, true);
+            }
+            return Ok(());
+        }
         let params = DeleteParams::background();
         let ignore_missing = |result: std::result::Result<(), kube::Error>,
                               resource: &str,
@@ -548,6 +696,10 @@ impl ReplicaOwner for KubernetesOrchestrator {
     }
 
     async fn set_ready(&self, replica: &InstanceId, ready: bool) -> Result<()> {
+        if self.cached(replica).is_none() && self.cached_pod(replica).is_some() {
+            // An adopted pod has no readiness gate of ours to set.
+            return Ok(());
+        }
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::now(),
         );

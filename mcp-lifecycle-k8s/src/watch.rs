@@ -1,11 +1,13 @@
-//! The watches: one kube-runtime watcher over the namespace's managed
-//! pods feeds a reflector (the cache every read is served from) and fans
-//! each change out as a [`RuntimeEvent`]. The watcher relists after an
+//! The watches: a kube-runtime watcher over the namespace's managed pods
+//! (and one over adopted Deployments' pods, when adoption is on) feeds a
+//! reflector (the cache every read is served from) and fans each change out
+//! as a [`RuntimeEvent`]. The watcher relists after an
 //! expired resource version and retries with back-off while the API server
 //! is away; after a relist, pods that vanished meanwhile are reported
 //! removed. A second watcher keeps the managed Services (for endpoints).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -13,20 +15,28 @@ use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
-use mcp_lifecycle::ports::{InstanceId, RuntimeEvent, RuntimeEventKind, RuntimeStatus, labels};
+use mcp_lifecycle::ports::{
+    InstanceId, InstanceObservation, RuntimeEvent, RuntimeEventKind, RuntimeStatus, labels,
+};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::observe::observe;
+/// What a pod is a replica of: its observation, or `None` for a pod that is
+/// none of ours.
+pub(crate) type Observer = Arc<dyn Fn(&Pod) -> Option<InstanceObservation> + Send + Sync>;
 
-/// Starts the watch; returns the cache. The task ends with `cancel`.
+/// Starts a watch of the pods `selector` matches (a label selector);
+/// `observe` says which server each is a replica of. Returns the cache. The
+/// task ends with `cancel`.
 pub(crate) fn start(
     api: Api<Pod>,
+    selector: &str,
+    observe: Observer,
     events: broadcast::Sender<RuntimeEvent>,
     cancel: CancellationToken,
 ) -> Store<Pod> {
     let (reader, writer) = reflector::store();
-    let config = watcher::Config::default().labels(labels::MANAGED_BY);
+    let config = watcher::Config::default().labels(selector);
     let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff());
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -41,17 +51,16 @@ pub(crate) fn start(
             let Some(next) = next else { return };
             match next {
                 Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
-                    if let Some(key) = key(&pod) {
-                        relisted.insert(key.clone());
-                        known.insert(key);
-                    }
-                    send(&events, &pod, false);
+                    let Some(obs) = observe(&pod) else { continue };
+                    let key = (obs.server.clone(), obs.id.as_str().to_owned());
+                    relisted.insert(key.clone());
+                    known.insert(key);
+                    send(&events, obs, false);
                 }
                 Ok(Event::Delete(pod)) => {
-                    if let Some(key) = key(&pod) {
-                        known.remove(&key);
-                    }
-                    send(&events, &pod, true);
+                    let Some(obs) = observe(&pod) else { continue };
+                    known.remove(&(obs.server.clone(), obs.id.as_str().to_owned()));
+                    send(&events, obs, true);
                 }
                 Ok(Event::Init) => relisted.clear(),
                 Ok(Event::InitDone) => {
@@ -100,13 +109,12 @@ pub(crate) fn start_services(api: Api<Service>, cancel: CancellationToken) -> St
     reader
 }
 
-fn key(pod: &Pod) -> Option<(String, String)> {
-    let server = pod.metadata.labels.as_ref()?.get(labels::SERVER)?.clone();
-    Some((server, pod.metadata.name.clone()?))
-}
-
-fn send(events: &broadcast::Sender<RuntimeEvent>, pod: &Pod, deleted: bool) {
-    let Some(obs) = observe(pod) else { return };
+/// Fans one replica's change out as a [`RuntimeEvent`].
+pub(crate) fn send(
+    events: &broadcast::Sender<RuntimeEvent>,
+    obs: InstanceObservation,
+    deleted: bool,
+) {
     let kind = if deleted {
         RuntimeEventKind::Removed
     } else {

@@ -75,6 +75,10 @@ fn image(workload: &WorkloadSpec) -> Result<&str> {
             "source",
             "the Kubernetes backend runs images; a command source needs the local backend",
         )),
+        Source::Existing(_) => Err(Error::invalid(
+            "source",
+            "an existing workload is adopted, not built from a template",
+        )),
     }
 }
 

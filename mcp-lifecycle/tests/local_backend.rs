@@ -582,3 +582,29 @@ async fn dropping_the_lifecycle_leaves_no_process() {
         assert_group_gone(pgid, "after dropping the Lifecycle").await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopting_an_existing_workload_is_refused_naming_the_field() {
+    use mcp_lifecycle::testing::FakeProber;
+    use mcp_lifecycle::{ErrorKind, Lifecycle, ServerSpec};
+
+    let lifecycle = Lifecycle::builder()
+        .orchestrator(Arc::new(LocalOrchestrator::new()))
+        .prober(Arc::new(FakeProber::new()))
+        .build()
+        .await
+        .unwrap();
+    let spec = ServerSpec::new("weather", Source::Existing("weather-mcp".into()));
+    let error = lifecycle.apply(spec).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Invalid);
+    let message = error.to_string();
+    assert!(
+        message.contains("source.existing") && message.contains("local"),
+        "{message}"
+    );
+    assert_eq!(
+        lifecycle.status("weather").await.unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "nothing was recorded"
+    );
+}

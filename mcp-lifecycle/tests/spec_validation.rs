@@ -128,6 +128,30 @@ fn invalid_cases() -> Vec<Case> {
             image(s, " repo:1 ")
         }),
         case("trailing colon", "source.image", |s| image(s, "repo:")),
+        // existing workloads (adopted by name)
+        case("empty existing workload", "source.existing", |s| {
+            s.env.clear();
+            s.source = Source::Existing(String::new());
+        }),
+        case("uppercase existing workload", "source.existing", |s| {
+            s.env.clear();
+            s.source = Source::Existing("Weather".into());
+        }),
+        case(
+            "existing workload with an empty dot part",
+            "source.existing",
+            |s| {
+                s.env.clear();
+                s.source = Source::Existing("weather..mcp".into());
+            },
+        ),
+        case("existing workload over 253 bytes", "source.existing", |s| {
+            s.env.clear();
+            s.source = Source::Existing(vec!["a".repeat(63); 4].join("."));
+        }),
+        case("env on an existing workload", "env", |s| {
+            s.source = Source::Existing("weather-mcp".into());
+        }),
         // local commands
         case("empty program", "source.command.program", |s| {
             s.source = Source::Command(Command {
@@ -601,6 +625,10 @@ fn boundary_values_are_accepted() {
         ("replicas 0", |s| s.replicas = 0),
         ("replicas at max", |s| s.replicas = 10),
         ("image without tag", |s| image(s, "repo")),
+        ("existing workload with dots", |s| {
+            s.env.clear();
+            s.source = Source::Existing("weather.mcp-1".into());
+        }),
         ("image with registry port", |s| {
             image(s, "localhost:5000/team/repo:1.0")
         }),

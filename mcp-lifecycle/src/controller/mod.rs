@@ -137,6 +137,11 @@ impl Controller {
         self.shared.cancel.is_cancelled()
     }
 
+    /// Whether the runtime owns replicas (and so can adopt existing workloads).
+    pub(crate) fn owns_replicas(&self) -> bool {
+        self.shared.orchestrator.replica_owner().is_some()
+    }
+
     /// The backend's name.
     pub(crate) fn backend(&self) -> &'static str {
         self.shared.orchestrator.backend()

@@ -1057,6 +1057,7 @@ fn status_of(name: &str, st: &ServerState, observed: &ObservedMap, now: Timestam
             .chain(c.args.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join(" "),
+        Some(Source::Existing(workload)) => workload.clone(),
         None => String::new(),
     };
     ServerStatus {

@@ -16,7 +16,7 @@ use crate::controller::Controller;
 use crate::error::{Error, Result};
 use crate::mcp::McpPeer;
 use crate::ports::StopMode;
-use crate::spec::{ServerSpec, UpdatePolicy, ValidationError};
+use crate::spec::{ServerSpec, Source, UpdatePolicy, ValidationError};
 use crate::state::ServerPhase;
 
 pub use crate::config::{LeaderElection, LifecycleConfig};
@@ -110,6 +110,18 @@ impl Lifecycle {
     pub async fn apply(&self, spec: ServerSpec) -> Result<ApplyOutcome> {
         self.ensure_running()?;
         spec.validate(&self.controller.config().limits)?;
+        if matches!(spec.source, Source::Existing(_)) && !self.controller.owns_replicas() {
+            return Err(ValidationError::single(
+                &spec.name,
+                "source.existing",
+                format!(
+                    "the {} backend cannot adopt existing workloads; only runtimes that own \
+                     replicas (Kubernetes) can",
+                    self.controller.backend()
+                ),
+            )
+            .into());
+        }
         self.controller.apply(spec).await
     }
 

@@ -160,7 +160,8 @@ struct WorkloadShape<'a> {
     labels: &'a BTreeMap<String, String>,
 }
 
-/// What runs: a container image, or a local command.
+/// What runs: a container image, a local command, or a workload the runtime
+/// already runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
@@ -169,6 +170,17 @@ pub enum Source {
     Image(String),
     /// A program on the host, run by the local-process backend.
     Command(Command),
+    /// A workload the runtime already runs and the library adopts, by name
+    /// (on Kubernetes, a Deployment matched by the backend's adoption
+    /// selector). The library probes it, reports its replicas and scales
+    /// it (start, stop, scale), and never changes its template: image,
+    /// command, environment, resources and security stay the workload
+    /// owner's, so `env` must be empty and image freshness does not apply.
+    /// Deleting the server forgets the workload and leaves it as it is.
+    /// Only runtimes that own replicas
+    /// ([`ReplicaOwner`](crate::ports::ReplicaOwner)) can adopt.
+    #[serde(deserialize_with = "de::string")]
+    Existing(String),
 }
 
 /// A local program to run.

@@ -205,6 +205,17 @@ impl ServerSpec {
                     );
                 }
             }
+            Source::Existing(workload) => {
+                if let Err(reason) = check_rfc1123_subdomain(workload) {
+                    c.reject("source.existing", reason);
+                }
+                if !self.env.is_empty() {
+                    c.reject(
+                        "env",
+                        "an existing workload keeps its own environment; env must be empty",
+                    );
+                }
+            }
         }
         match &self.transport {
             Transport::Stdio => {}
@@ -437,6 +448,22 @@ pub(crate) fn check_rfc1123_label(name: &str) -> Result<(), String> {
     }
     if name.starts_with('-') || name.ends_with('-') {
         return Err("must start and end with a letter or digit (RFC 1123 label)".into());
+    }
+    Ok(())
+}
+
+/// A DNS subdomain (RFC 1123): dot-separated labels, at most 253 characters,
+/// as Kubernetes object names are.
+fn check_rfc1123_subdomain(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!("is {} bytes; at most 253 allowed", name.len()));
+    }
+    for label in name.split('.') {
+        check_rfc1123_label(label)
+            .map_err(|reason| format!("{reason} (in each dot-separated part)"))?;
     }
     Ok(())
 }

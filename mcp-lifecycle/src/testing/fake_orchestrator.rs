@@ -747,7 +747,7 @@ impl FakeOrchestrator {
                     spec.id
                 ))),
             },
-            Source::Command(_) => Ok(None),
+            Source::Command(_) | Source::Existing(_) => Ok(None),
         }
     }
 }
@@ -760,6 +760,7 @@ fn crashes_on_start(patterns: &[String], source: &Source) -> bool {
     let haystack = match source {
         Source::Image(reference) => reference.as_str(),
         Source::Command(command) => command.program.as_str(),
+        Source::Existing(workload) => workload.as_str(),
     };
     patterns.iter().any(|p| haystack.contains(p.as_str()))
 }
