@@ -341,6 +341,22 @@ impl KubernetesOrchestrator {
         Ok(())
     }
 
+    /// Whether a Deployment named `name` exists that the library did not
+    /// create (it lacks the managed-by label): never applied over, scaled
+    /// as a managed one, or deleted.
+    async fn is_foreign(&self, name: &str) -> Result<bool> {
+        let found = self
+            .api::<Deployment>()
+            .get_metadata_opt(name)
+            .await
+            .map_err(|e| errors::map(self.call("get", "deployments", name), e))?;
+        Ok(found.is_some_and(|d| {
+            !d.metadata
+                .labels
+                .is_some_and(|l| l.contains_key(labels::MANAGED_BY))
+        }))
+    }
+
     fn cached_service(&self, server: &str) -> Option<Arc<Service>> {
         self.inner.services.get(
             &ObjectRef::new(&workload::service_name(server)).within(&self.inner.config.namespace),
@@ -546,6 +562,17 @@ impl ReplicaOwner for KubernetesOrchestrator {
             return self.adopt(workload, deployment).await;
         }
         let server = t.server.as_str();
+        if self.is_foreign(server).await? {
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "a Deployment named {server} that mcp-lifecycle did not create exists in \
+                     namespace {}; adopt it with `source: {{ existing: {server} }}` or choose \
+                     another name",
+                    self.inner.config.namespace
+                ),
+            ));
+        }
         let manager = t
             .labels
             .get(labels::MANAGED_BY)
@@ -645,6 +672,15 @@ impl ReplicaOwner for KubernetesOrchestrator {
             for obs in theirs {
                 watch::send(&self.inner.events, obs, true);
             }
+            return Ok(());
+        }
+        if self.is_foreign(server).await? {
+            // Never ours to delete (an adopted Deployment this host already
+            // forgot, or one that merely shares the name).
+            tracing::debug!(
+                server,
+                "the Deployment of this name is not ours; left as it is"
+            );
             return Ok(());
         }
         let params = DeleteParams::background();

@@ -159,9 +159,10 @@ async fn an_existing_deployment_is_adopted_scaled_and_left_as_it_was() {
     })
     .await;
 
-    // Started again: one replica, Ready after the probe.
-    lc.start(name, Wait::UntilReady(READY)).await.unwrap();
-    assert_eq!(replicas_of(&ns, name).await, 1);
+    // Started again: the two replicas it had, Ready after the probe.
+    let status = lc.start(name, Wait::UntilReady(READY)).await.unwrap();
+    assert_eq!(status.ready, 2);
+    assert_eq!(replicas_of(&ns, name).await, 2);
 
     // The team's template, labels and annotations never changed.
     assert_eq!(owned_by_the_team(&ns, name).await, before);
@@ -172,8 +173,8 @@ async fn an_existing_deployment_is_adopted_scaled_and_left_as_it_was() {
         lc.status(name).await.unwrap_err().kind(),
         ErrorKind::NotFound
     );
-    assert_eq!(replicas_of(&ns, name).await, 1);
-    assert_eq!(pods_of(&ns, name).await.len(), 1);
+    assert_eq!(replicas_of(&ns, name).await, 2);
+    assert_eq!(pods_of(&ns, name).await.len(), 2);
     assert_eq!(owned_by_the_team(&ns, name).await, before);
 }
 
@@ -214,6 +215,28 @@ async fn a_deployment_without_the_adoption_label_is_refused_loudly() {
     );
     // Nothing was scaled or changed.
     assert_eq!(replicas_of(&ns, name).await, 1);
+    let before = owned_by_the_team(&ns, name).await;
+
+    // A server of the library's own that takes the team's Deployment's name
+    // is refused rather than applied over it; deleting it leaves the team's
+    // Deployment alone.
+    lc.delete(name).await.unwrap();
+    let clash = common::server_spec(name, &test_image(), common::http());
+    lc.apply(clash).await.unwrap();
+    let refusal = eventually("the name clash in the events", READY, || async {
+        let status = lc.status(name).await.ok()?;
+        status
+            .recent_events
+            .iter()
+            .find(|e| e.kind == LifecycleEventKind::RuntimeError)
+            .map(|e| e.message.clone())
+    })
+    .await;
+    assert!(refusal.contains("did not create"), "{refusal}");
+    lc.delete(name).await.unwrap();
+    assert_eq!(owned_by_the_team(&ns, name).await, before);
+    assert_eq!(replicas_of(&ns, name).await, 1);
+
     let missing = mcp_lifecycle::ServerSpec::new("ghost", Source::Existing("ghost".into()));
     lc.apply(missing).await.unwrap();
     let missing = eventually("the missing deployment in the events", READY, || async {

@@ -42,15 +42,19 @@ pub(crate) fn test_image() -> String {
         .unwrap_or_else(|| "mcp-lifecycle/test-server:v1".to_owned())
 }
 
+/// A name no other test (in this process or another) has: the process id,
+/// a per-process counter, and the clock's nanoseconds.
 pub(crate) fn unique(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
     format!(
-        "{prefix}-{:x}{:x}",
+        "{prefix}-{:x}{n:x}{:x}",
         std::process::id() % 4096,
-        nanos % 65536
+        nanos % 4096
     )
 }
 
