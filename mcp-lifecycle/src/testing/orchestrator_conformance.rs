@@ -848,7 +848,7 @@ impl<'a> Scope<'a> {
 }
 
 /// 8 hex characters that differ between calls, processes and runs.
-fn unique_suffix() -> String {
+pub(super) fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()
