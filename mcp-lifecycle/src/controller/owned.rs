@@ -31,22 +31,18 @@ use crate::status::LifecycleEventKind;
 use super::reconcile::{Pass, PassOutcome};
 use super::server::{ServerState, TrackedInstance};
 
-/// What a host last handed the runtime for one server: the workload hash and
-/// the replica count.
+/// What a host last handed the runtime for one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Applied {
-    pub(crate) hash: Arc<str>,
-    pub(crate) replicas: u32,
-}
-
-impl Applied {
-    /// The marker of a workload whose deletion was requested.
-    fn deleted() -> Applied {
-        Applied {
-            hash: Arc::from(""),
-            replicas: 0,
-        }
-    }
+pub(crate) enum Applied {
+    /// A workload: its hash and replica count.
+    Workload {
+        /// The workload hash of the template.
+        hash: Arc<str>,
+        /// The replica count.
+        replicas: u32,
+    },
+    /// The workload's deletion, requested once.
+    Deleted,
 }
 
 impl Pass<'_> {
@@ -94,7 +90,7 @@ impl Pass<'_> {
         record: &ServerRecord,
         replicas: u32,
     ) {
-        let want = Applied {
+        let want = Applied::Workload {
             hash: self.hash.clone(),
             replicas,
         };
@@ -103,7 +99,9 @@ impl Pass<'_> {
             return;
         }
         let result = match applied {
-            Some(before) if before.hash == want.hash => owner.scale(self.name, replicas).await,
+            Some(Applied::Workload { hash, .. }) if hash == self.hash => {
+                owner.scale(self.name, replicas).await
+            }
             _ => {
                 let template_record = InstanceRecord {
                     id: InstanceId::from_raw(self.name),
@@ -432,10 +430,10 @@ impl Pass<'_> {
         let requested = self
             .shared
             .applied(self.name)
-            .is_some_and(|a| a == Applied::deleted());
+            .is_some_and(|a| a == Applied::Deleted);
         if !requested {
             match owner.delete_workload(self.name).await {
-                Ok(()) => self.shared.set_applied(self.name, Some(Applied::deleted())),
+                Ok(()) => self.shared.set_applied(self.name, Some(Applied::Deleted)),
                 Err(error) => {
                     self.runtime_error(st, None, "deleting the workload", &error);
                     st.error_streak = st.error_streak.saturating_add(1);
