@@ -21,6 +21,12 @@
 //!   scheduler's message, …), last exit code and the kubelet's back-off
 //!   become the instance's attempt, reason and next retry.
 //! - Pods run under the restricted Pod Security profile by default.
+//! - [`KubernetesStore`] implements the [`mcp_lifecycle::Store`] port in a
+//!   namespace (a ConfigMap per record, a coordination.k8s.io Lease per
+//!   lease, compare-and-swap on `resourceVersion`), so host replicas share
+//!   state and leader election through the cluster with no database. Its
+//!   fencing and the one-round-trip window it leaves are documented on the
+//!   type.
 //!
 //! The library crate leaves k8s-openapi's version feature to the binary
 //! that links it (`k8s-openapi = { version = "0.29", features = ["v1_33"] }`
@@ -60,6 +66,7 @@ mod errors;
 mod observe;
 mod orchestrator;
 mod resolver;
+mod store;
 mod watch;
 mod workload;
 
@@ -67,4 +74,5 @@ pub use config::{KubernetesConfig, READINESS_GATE_OPT_OUT, ServiceExposure};
 pub use errors::Forbidden;
 pub use orchestrator::{KubernetesOrchestrator, KubernetesOrchestratorBuilder};
 pub use resolver::{ProbePodResolver, ROLE_LABEL};
+pub use store::{KubernetesStore, KubernetesStoreBuilder, STORE_LABEL};
 pub use workload::READY_GATE;
