@@ -311,7 +311,9 @@ impl KubernetesStore {
                 Ok(_) => return Ok(out),
                 // Another host's change landed first (or the Lease was
                 // deleted by hand): decide again from a fresh read.
-                Err((kube::Error::Api(status), _)) if matches!(status.code, 409 | 404) => {
+                Err((kube::Error::Api(status), verb))
+                    if status.code == 409 || (status.code == 404 && verb == "update") =>
+                {
                     tracing::debug!(lease = %key, "lease changed meanwhile; reading it again");
                 }
                 Err((e, verb)) => return Err(errors::map(self.call(verb, LEASES, &name), e)),

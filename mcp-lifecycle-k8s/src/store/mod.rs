@@ -80,6 +80,9 @@ pub(crate) const CONFIGMAPS: &str = "configmaps";
 ///   compare-and-swap on the Lease's `resourceVersion`, so two hosts racing
 ///   for an expired lease cannot both win. A Lease is never deleted: it
 ///   keeps the newest token after a release, so tokens grow across holders.
+///   Do not delete them by hand either: a re-created Lease counts its
+///   tokens from 1 again, and records a newer holder wrote keep rejecting
+///   the smaller tokens until the count passes theirs.
 /// - **Fencing.** Kubernetes has no multi-object transactions, so a fenced
 ///   write cannot check the Lease and write the record atomically. A fenced
 ///   write reads the Lease's newest token and is rejected with

@@ -207,7 +207,7 @@ impl KubernetesStore {
                         object.metadata.resource_version.as_deref(),
                     );
                 }
-                Err((e, verb)) => match lost(&e) {
+                Err((e, verb)) => match lost(&e, verb) {
                     Some(lost) => lost,
                     None => return Err(errors::map(self.call(verb, CONFIGMAPS, &name), e)),
                 },
@@ -258,7 +258,7 @@ impl KubernetesStore {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
-            match (expect, lost(&e)) {
+            match (expect, lost(&e, "delete")) {
                 (_, None) => return Err(errors::map(self.call("delete", CONFIGMAPS, &name), e)),
                 (Precondition::At(_), Some(Lost::Deleted)) => {
                     return Err(conflict(collection, key, expect, "no record"));
@@ -274,11 +274,12 @@ impl KubernetesStore {
     }
 }
 
-/// Whether a failed write lost a race (and how), rather than failed.
-fn lost(error: &kube::Error) -> Option<Lost> {
+/// Whether a failed write (`verb`) lost a race (and how), rather than
+/// failed. A 404 on a create is not a race: the namespace is missing.
+fn lost(error: &kube::Error, verb: &str) -> Option<Lost> {
     match error {
         kube::Error::Api(status) if status.code == 409 => Some(Lost::Changed),
-        kube::Error::Api(status) if status.code == 404 => Some(Lost::Deleted),
+        kube::Error::Api(status) if status.code == 404 && verb != "create" => Some(Lost::Deleted),
         _ => None,
     }
 }
