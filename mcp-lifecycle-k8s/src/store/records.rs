@@ -26,6 +26,9 @@ use crate::errors;
 /// The `binaryData` key holding a record's value.
 const VALUE_KEY: &str = "value";
 
+/// The version a record's last write replaced.
+const REPLACES_ANNOTATION: &str = "mcp-lifecycle.dev/replaces-version";
+
 /// How many ConfigMaps one list page holds.
 const PAGE: u32 = 500;
 
@@ -186,7 +189,12 @@ impl KubernetesStore {
                 let token = fences.entry(fence.lease.clone()).or_insert(0);
                 *token = (*token).max(fence.token);
             }
-            object.metadata.annotations = Some(annotations(collection, key, &fences)?);
+            object.metadata.annotations = Some(annotations(
+                collection,
+                key,
+                &fences,
+                current.as_ref().map(|c| c.resource_version.as_str()),
+            )?);
             object.metadata.resource_version = current.as_ref().map(|c| c.resource_version.clone());
             let api = self.configmaps();
             let written = match &current {
@@ -284,16 +292,23 @@ fn lost(error: &kube::Error, verb: &str) -> Option<Lost> {
     }
 }
 
-/// The annotations of a record.
+/// The annotations of a record that replaces `replaces` (the version read,
+/// if any). That version changes with every write, so no write is a no-op
+/// the API server would skip without a new `resourceVersion`: every write
+/// gets a new version, as the store contract requires.
 fn annotations(
     collection: &str,
     key: &str,
     fences: &BTreeMap<String, u64>,
+    replaces: Option<&str>,
 ) -> Result<BTreeMap<String, String>> {
     let mut annotations = BTreeMap::from([
         (COLLECTION_ANNOTATION.to_owned(), collection.to_owned()),
         (KEY_ANNOTATION.to_owned(), key.to_owned()),
     ]);
+    if let Some(version) = replaces {
+        annotations.insert(REPLACES_ANNOTATION.to_owned(), version.to_owned());
+    }
     if !fences.is_empty() {
         let json = serde_json::to_string(fences)
             .map_err(|e| Error::backend("kubernetes", "encoding fence tokens", e))?;
