@@ -27,6 +27,12 @@
 //!   [`KubernetesOrchestrator::adoptable`] and adopted by a spec whose
 //!   source is [`Source::Existing`](mcp_lifecycle::Source::Existing): listed,
 //!   probed, started, stopped and scaled, their template never changed.
+//! - [`KubernetesStore`] implements the [`mcp_lifecycle::Store`] port in a
+//!   namespace (a ConfigMap per record, a coordination.k8s.io Lease per
+//!   lease, compare-and-swap on `resourceVersion`), so host replicas share
+//!   state and leader election through the cluster with no database. Its
+//!   fencing and the one-round-trip window it leaves are documented on the
+//!   type.
 //!
 //! The library crate leaves k8s-openapi's version feature to the binary
 //! that links it (`k8s-openapi = { version = "0.29", features = ["v1_33"] }`
@@ -67,6 +73,7 @@ mod errors;
 mod observe;
 mod orchestrator;
 mod resolver;
+mod store;
 mod watch;
 mod workload;
 
@@ -75,4 +82,5 @@ pub use config::{DEFAULT_ADOPT_LABEL, KubernetesConfig, READINESS_GATE_OPT_OUT, 
 pub use errors::Forbidden;
 pub use orchestrator::{KubernetesOrchestrator, KubernetesOrchestratorBuilder};
 pub use resolver::{ProbePodResolver, ROLE_LABEL};
+pub use store::{KubernetesStore, KubernetesStoreBuilder, STORE_LABEL};
 pub use workload::READY_GATE;
