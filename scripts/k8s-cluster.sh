@@ -78,8 +78,10 @@ DSC=$W/src/kubernetes_$KVER.dsc
 SRC=$W/src/kubernetes-1.20.5+really1.20.2
 GOCACHE_DIR=$W/go-cache
 COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
+# socat: dockershim forwards a port by running `nsenter -t PID -n socat - TCP4:localhost:PORT`
+# (mcp-lifecycle-k8s's PodAccess::PortForward and `kubectl port-forward` need it).
 APT_PKGS="golang-go golang-github-modern-go-reflect2-dev etcd-server dpkg-dev make patch rsync
-  jq openssl curl gcc libc6-dev iptables"
+  jq openssl curl gcc libc6-dev iptables socat"
 PAUSE_IMAGE=k8s.gcr.io/pause:3.2               # dockershim's default sandbox image name
 API=https://127.0.0.1:6443
 NODE=mcp-node

@@ -35,11 +35,28 @@ impl ServiceExposure {
     }
 }
 
+/// How probes and `peer` reach an HTTP or SSE server's pods (each pod
+/// itself, not its Service: readiness is per pod).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodAccess {
+    /// At the pod IP and the container port: for a host inside the cluster
+    /// network (a pod itself, or a node).
+    #[default]
+    PodIp,
+    /// Through the API server's port-forward (`pods/portforward`), for a
+    /// host outside the cluster network. The backend listens on a loopback
+    /// port per pod and port (`127.0.0.1`, chosen by the system), reused
+    /// while the pod exists and closed when it is gone; each connection to
+    /// it opens a port-forward to the pod.
+    PortForward,
+}
+
 /// Settings for [`crate::KubernetesOrchestrator`]. Defaults: namespace
 /// `default`, field manager `mcp-lifecycle`, the restricted Pod Security
 /// profile with a read-only root filesystem, no service account token,
-/// `ClusterIP` Services, 512Mi and 1 CPU as limits when a spec sets none,
-/// adoption of Deployments labelled `app.kubernetes.io/component=mcp-server`.
+/// `ClusterIP` Services, pods reached at their IP, 512Mi and 1 CPU as
+/// limits when a spec sets none, adoption of Deployments labelled
+/// `app.kubernetes.io/component=mcp-server`.
 #[derive(Debug, Clone)]
 pub struct KubernetesConfig {
     /// The namespace every workload goes to.
@@ -48,6 +65,8 @@ pub struct KubernetesConfig {
     pub field_manager: String,
     /// How Services are exposed.
     pub exposure: ServiceExposure,
+    /// How probes and `peer` reach each pod of an HTTP or SSE server.
+    pub pod_access: PodAccess,
     /// Image pull secrets (names of `dockerconfigjson` Secrets in the namespace).
     pub image_pull_secrets: Vec<String>,
     /// Node selector for every pod.
@@ -80,6 +99,7 @@ impl Default for KubernetesConfig {
             namespace: "default".to_owned(),
             field_manager: "mcp-lifecycle".to_owned(),
             exposure: ServiceExposure::default(),
+            pod_access: PodAccess::default(),
             image_pull_secrets: Vec::new(),
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),

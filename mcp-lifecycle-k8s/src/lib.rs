@@ -20,6 +20,11 @@
 //!   reason (`CrashLoopBackOff`, `ImagePullBackOff`, `Unschedulable` with the
 //!   scheduler's message, …), last exit code and the kubelet's back-off
 //!   become the instance's attempt, reason and next retry.
+//! - Probes and `peer` reach each pod itself: an HTTP or SSE server at the
+//!   pod IP, or, with [`PodAccess::PortForward`] for a host outside the
+//!   cluster network, at a loopback listener per pod and port whose
+//!   connections the API server port-forwards to the pod (the listener
+//!   closes when the pod is gone); a stdio server through pod attach.
 //! - Pods run under the restricted Pod Security profile by default.
 //! - Deployments the library did not create, labelled
 //!   `app.kubernetes.io/component=mcp-server` (configurable:
@@ -72,13 +77,16 @@ mod endpoints;
 mod errors;
 mod observe;
 mod orchestrator;
+mod port_forward;
 mod resolver;
 mod store;
 mod watch;
 mod workload;
 
 pub use adopt::TRANSPORT_ANNOTATION;
-pub use config::{DEFAULT_ADOPT_LABEL, KubernetesConfig, READINESS_GATE_OPT_OUT, ServiceExposure};
+pub use config::{
+    DEFAULT_ADOPT_LABEL, KubernetesConfig, PodAccess, READINESS_GATE_OPT_OUT, ServiceExposure,
+};
 pub use errors::Forbidden;
 pub use orchestrator::{KubernetesOrchestrator, KubernetesOrchestratorBuilder};
 pub use resolver::{ProbePodResolver, ROLE_LABEL};

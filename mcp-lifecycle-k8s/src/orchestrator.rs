@@ -2,7 +2,8 @@
 //! [`ReplicaOwner`] capability on the Kubernetes API. Writes are server-side
 //! applies (Deployment, Service, env Secret), the scale subresource, pod
 //! deletions and pod-status patches (the readiness gate); every read is
-//! served from the pod watch's cache.
+//! served from the pod watch's cache. HTTP and SSE pods are reached at
+//! their IP or through the port-forwards of `port_forward.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,10 +29,11 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::adopt::{self, Adopted, Adoptions};
-use crate::config::KubernetesConfig;
+use crate::config::{KubernetesConfig, PodAccess};
 use crate::endpoints;
 use crate::errors::{self, Call};
 use crate::observe::observe;
+use crate::port_forward::PortForwards;
 use crate::watch;
 use crate::workload::{self, CONTAINER, ENDPOINT_ANNOTATION, READY_GATE};
 
@@ -61,6 +63,8 @@ struct Inner {
     adoptions: Arc<Adoptions>,
     services: Store<Service>,
     events: broadcast::Sender<RuntimeEvent>,
+    /// The loopback listeners, with [`PodAccess::PortForward`].
+    forwards: Option<PortForwards>,
     _watch: DropGuard,
 }
 
@@ -180,6 +184,17 @@ impl KubernetesOrchestratorBuilder {
         });
         let services =
             watch::start_services(Api::namespaced(client.clone(), &namespace), cancel.clone());
+        let forwards = (self.config.pod_access == PodAccess::PortForward).then(|| {
+            PortForwards::start(
+                Api::namespaced(client.clone(), &namespace),
+                namespace.clone(),
+                std::iter::once(pods.clone())
+                    .chain(adopted_pods.clone())
+                    .collect(),
+                events.subscribe(),
+                cancel.clone(),
+            )
+        });
         Ok(KubernetesOrchestrator {
             inner: Arc::new(Inner {
                 client,
@@ -189,6 +204,7 @@ impl KubernetesOrchestratorBuilder {
                 adoptions,
                 services,
                 events,
+                forwards,
                 _watch: cancel.drop_guard(),
             }),
         })
@@ -475,7 +491,19 @@ impl Orchestrator for KubernetesOrchestrator {
                     .ok_or_else(|| {
                         Error::unavailable(format!("pod {id}"), "the pod has no IP yet")
                     })?;
-                Ok(Connection::Url(format!("http://{ip}:{port}{path}")))
+                match &self.inner.forwards {
+                    None => Ok(Connection::Url(format!("http://{ip}:{port}{path}"))),
+                    Some(forwards) => {
+                        let port = port.parse::<u16>().map_err(|_| {
+                            Error::invalid(
+                                format!("pod {id}"),
+                                format!("endpoint annotation `{endpoint}` has no valid port"),
+                            )
+                        })?;
+                        let address = forwards.address(&pod, port).await?;
+                        Ok(Connection::Url(format!("http://{address}{path}")))
+                    }
+                }
             }
             _ => {
                 let params = AttachParams::default()

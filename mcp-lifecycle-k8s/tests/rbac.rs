@@ -14,58 +14,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{READY, TestNamespace, echo, eventually, http, server_spec, skip, test_image, unique};
+use common::{
+    READY, TestNamespace, echo, eventually, http, limited_client, server_spec, skip, test_image,
+    unique,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::PostParams;
-use kube::{Client, Config};
 use mcp_lifecycle::ports::{InstanceId, InstanceSpec, ReplicaOwner, WorkloadSpec, labels};
 use mcp_lifecycle::spec::{EnvEntry, Resources, Source, Transport};
 use mcp_lifecycle::{InMemoryStore, Lifecycle, Orchestrator, StopMode, Wait};
 use mcp_lifecycle_k8s::KubernetesConfig;
 
-const ROLE: &str = include_str!("../../docs/kubernetes-rbac.yaml");
-
-/// A client for the limited user, or why there is none.
-async fn limited_client() -> Result<Client, String> {
-    let path = std::env::var("MCP_K8S_KUBECONFIG_LIMITED")
-        .map_err(|_| "MCP_K8S_KUBECONFIG_LIMITED is not set".to_owned())?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(|e| e.to_string())?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    Client::try_from(config).map_err(|e| e.to_string())
-}
-
-fn limited_user() -> String {
-    std::env::var("MCP_K8S_LIMITED_USER").unwrap_or_else(|_| "mcp-limited".to_owned())
-}
-
 async fn grant_documented_role(ns: &TestNamespace) {
-    let role: Role = serde_norway::from_str(ROLE).expect("docs/kubernetes-rbac.yaml is a Role");
-    ns.api::<Role>()
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("create the Role");
-    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "mcp-lifecycle" },
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "Role",
-            "name": role.metadata.name.clone().unwrap(),
-        },
-        "subjects": [{
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "User",
-            "name": limited_user(),
-        }]
-    }))
-    .unwrap();
-    ns.api::<RoleBinding>()
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("bind the Role");
+    common::grant(ns, &common::documented_role()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

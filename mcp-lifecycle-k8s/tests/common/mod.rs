@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, Config};
 use mcp_lifecycle::ports::StaticSecretSource;
 use mcp_lifecycle::spec::{EnvEntry, SecretRef, Source, Transport, UpdatePolicy};
 use mcp_lifecycle::state::BackoffPolicy;
@@ -236,4 +237,55 @@ pub(crate) async fn echo(lifecycle: &Lifecycle, server: &str, text: &str) {
         .expect("echo");
     let seen = format!("{result:?}");
     assert!(seen.contains(text), "echo answered {seen}");
+}
+
+/// The documented Role (`docs/kubernetes-rbac.yaml`).
+pub(crate) fn documented_role() -> Role {
+    serde_norway::from_str(include_str!("../../../docs/kubernetes-rbac.yaml"))
+        .expect("docs/kubernetes-rbac.yaml is a Role")
+}
+
+/// A client for the cluster's limited user, or why there is none:
+/// `MCP_K8S_KUBECONFIG_LIMITED` names its kubeconfig
+/// (`scripts/k8s-cluster.sh env` prints it).
+pub(crate) async fn limited_client() -> Result<Client, String> {
+    let path = std::env::var("MCP_K8S_KUBECONFIG_LIMITED")
+        .map_err(|_| "MCP_K8S_KUBECONFIG_LIMITED is not set".to_owned())?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(|e| e.to_string())?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// The limited user's name (`MCP_K8S_LIMITED_USER`, default `mcp-limited`).
+pub(crate) fn limited_user() -> String {
+    std::env::var("MCP_K8S_LIMITED_USER").unwrap_or_else(|_| "mcp-limited".to_owned())
+}
+
+/// Creates `role` in `ns` and binds it to the limited user.
+pub(crate) async fn grant(ns: &TestNamespace, role: &Role) {
+    let name = role.metadata.name.clone().expect("the Role has a name");
+    ns.api::<Role>()
+        .create(&PostParams::default(), role)
+        .await
+        .expect("create the Role");
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": name,
+        },
+        "subjects": [{
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "User",
+            "name": limited_user(),
+        }]
+    }))
+    .unwrap();
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("bind the Role");
 }
