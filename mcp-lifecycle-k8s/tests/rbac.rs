@@ -135,7 +135,9 @@ async fn a_missing_permission_names_the_verb_and_the_resource() {
             .unwrap_or_default()
     );
     assert!(
-        message.contains("verb `create` and `patch` on `deployments`"),
+        // The first call an apply makes: is a Deployment of that name
+        // somebody else's?
+        message.contains("verb `get` on `deployments`"),
         "the error names what to grant: {message}"
     );
     assert!(message.contains(&ns.name), "{message}");
