@@ -66,7 +66,13 @@ impl Pass<'_> {
         let replicas = record.desired();
         self.converge_workload(st, owner, &record, replicas).await;
         if stop_mode == Some(StopMode::Force) {
+            st.forcing = true;
+        }
+        if st.forcing && replicas == 0 {
             self.kill_replicas(st).await;
+        } else {
+            // A start (or scale) since the forced stop ends it.
+            st.forcing = false;
         }
         self.follow_replicas(st, &policy);
         self.probe_due(st, &record, &policy).await;
@@ -148,11 +154,22 @@ impl Pass<'_> {
         }
     }
 
-    /// A forced stop: every replica is killed now (the workload, already at
-    /// zero replicas, is not changed).
+    /// A forced stop: the replicas the runtime is removing (the workload is
+    /// at zero replicas) are killed now, with no grace period. A replica
+    /// the runtime has not started removing yet waits for the next pass:
+    /// killed before the runtime saw the scale-down, it would be replaced.
+    /// The stop is over when none is left.
     async fn kill_replicas(&mut self, st: &mut ServerState) {
         let (observed, _) = self.shared.runtime.snapshot(self.name);
-        for id in observed.keys() {
+        if observed.is_empty() {
+            st.forcing = false;
+            return;
+        }
+        let removing = observed
+            .values()
+            .filter(|obs| obs.replica.as_ref().is_some_and(|d| d.terminating))
+            .map(|obs| obs.id.clone());
+        for id in removing.collect::<Vec<_>>().iter() {
             self.shared.forget_sessions(id);
             match self
                 .shared

@@ -63,6 +63,9 @@ pub(crate) struct ServerState {
     /// takes it (whatever it removes), so a forced stop forces only the
     /// removals it asked for; every later removal is graceful again.
     pub(crate) pending_stop: Option<StopMode>,
+    /// A forced stop on a replica-owning runtime is under way: replicas the
+    /// runtime is removing are killed (grace 0) until none is left.
+    pub(crate) forcing: bool,
     pub(crate) phase: Option<ServerPhase>,
     /// Image freshness bookkeeping (durable).
     pub(crate) update: Versioned<crate::records::freshness::FreshnessRecord>,
@@ -106,6 +109,7 @@ impl ServerState {
             events: Vec::new(),
             error_streak: 0,
             pending_stop: None,
+            forcing: false,
             phase: None,
             update: Versioned {
                 value: Default::default(),
