@@ -68,6 +68,19 @@ async fn pods_of(ns: &TestNamespace, app: &str) -> Vec<Pod> {
         .collect()
 }
 
+/// The first runtime error the server's status reports (waited for).
+async fn runtime_error(lc: &Lifecycle, server: &str) -> String {
+    eventually("a runtime error in the server's events", READY, || async {
+        let status = lc.status(server).await.ok()?;
+        status
+            .recent_events
+            .iter()
+            .find(|e| e.kind == LifecycleEventKind::RuntimeError)
+            .map(|e| e.message.clone())
+    })
+    .await
+}
+
 async fn replicas_of(ns: &TestNamespace, name: &str) -> i32 {
     let deployment = ns.api::<Deployment>().get(name).await.unwrap();
     deployment.spec.unwrap().replicas.unwrap_or(1)
@@ -200,15 +213,7 @@ async fn a_deployment_without_the_adoption_label_is_refused_loudly() {
     let mut spec = mcp_lifecycle::ServerSpec::new(name, Source::Existing(name.to_owned()));
     spec.transport = common::http();
     lc.apply(spec).await.unwrap();
-    let refusal = eventually("the refusal in the events", READY, || async {
-        let status = lc.status(name).await.ok()?;
-        status
-            .recent_events
-            .iter()
-            .find(|e| e.kind == LifecycleEventKind::RuntimeError)
-            .map(|e| e.message.clone())
-    })
-    .await;
+    let refusal = runtime_error(&lc, name).await;
     assert!(
         refusal.contains("app.kubernetes.io/component=mcp-server"),
         "{refusal}"
@@ -223,15 +228,7 @@ async fn a_deployment_without_the_adoption_label_is_refused_loudly() {
     lc.delete(name).await.unwrap();
     let clash = common::server_spec(name, &test_image(), common::http());
     lc.apply(clash).await.unwrap();
-    let refusal = eventually("the name clash in the events", READY, || async {
-        let status = lc.status(name).await.ok()?;
-        status
-            .recent_events
-            .iter()
-            .find(|e| e.kind == LifecycleEventKind::RuntimeError)
-            .map(|e| e.message.clone())
-    })
-    .await;
+    let refusal = runtime_error(&lc, name).await;
     assert!(refusal.contains("did not create"), "{refusal}");
     lc.delete(name).await.unwrap();
     assert_eq!(owned_by_the_team(&ns, name).await, before);
@@ -239,14 +236,6 @@ async fn a_deployment_without_the_adoption_label_is_refused_loudly() {
 
     let missing = mcp_lifecycle::ServerSpec::new("ghost", Source::Existing("ghost".into()));
     lc.apply(missing).await.unwrap();
-    let missing = eventually("the missing deployment in the events", READY, || async {
-        let status = lc.status("ghost").await.ok()?;
-        status
-            .recent_events
-            .iter()
-            .find(|e| e.kind == LifecycleEventKind::RuntimeError)
-            .map(|e| e.message.clone())
-    })
-    .await;
+    let missing = runtime_error(&lc, "ghost").await;
     assert!(missing.contains("deployment ghost"), "{missing}");
 }

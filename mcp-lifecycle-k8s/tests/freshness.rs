@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::registry::{Untag, images_env, push_as};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,45 +26,6 @@ use mcp_lifecycle::{
     InMemoryStore, Lifecycle, LifecycleConfig, RegistryResolver, ServerSpec, Source, Wait,
 };
 use mcp_lifecycle_k8s::{KubernetesConfig, ProbePodResolver, ROLE_LABEL};
-
-const IMAGES_ENV: &str = "/var/tmp/mcp-lifecycle-registry/images.env";
-
-fn images_env(key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(IMAGES_ENV).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
-}
-
-/// `docker tag` + `docker push`; the digest the registry reported.
-fn push_as(source: &str, target: &str) -> String {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("docker")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
-        assert!(out.status.success(), "docker {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    run(&["tag", source, target]);
-    let out = run(&["push", target]);
-    out.split_whitespace()
-        .skip_while(|w| *w != "digest:")
-        .nth(1)
-        .filter(|d| d.starts_with("sha256:"))
-        .unwrap_or_else(|| panic!("docker push {target} reported no digest: {out}"))
-        .to_owned()
-}
-
-/// Removes the local tag when dropped (never touches the registry).
-struct Untag(String);
-
-impl Drop for Untag {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", "--no-prune", &self.0])
-            .output();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_digest_is_rolled_out_through_the_deployment_and_verified() {

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::registry::{Untag, images_env, push_as};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -427,45 +429,6 @@ async fn the_store_needs_exactly_the_documented_role() {
 }
 
 // ------------------------------------------------- two hosts, one rollout
-
-const IMAGES_ENV: &str = "/var/tmp/mcp-lifecycle-registry/images.env";
-
-fn images_env(key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(IMAGES_ENV).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
-}
-
-/// `docker tag` + `docker push`; the digest the registry reported.
-fn push_as(source: &str, target: &str) -> String {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("docker")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
-        assert!(out.status.success(), "docker {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    run(&["tag", source, target]);
-    let out = run(&["push", target]);
-    out.split_whitespace()
-        .skip_while(|w| *w != "digest:")
-        .nth(1)
-        .filter(|d| d.starts_with("sha256:"))
-        .unwrap_or_else(|| panic!("docker push {target} reported no digest: {out}"))
-        .to_owned()
-}
-
-/// Removes the local tag when dropped (never touches the registry).
-struct Untag(String);
-
-impl Drop for Untag {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", "--no-prune", &self.0])
-            .output();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hosts_on_the_kubernetes_store_roll_a_new_digest_out_exactly_once() {

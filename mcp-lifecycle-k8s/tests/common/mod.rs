@@ -18,9 +18,11 @@ use mcp_lifecycle::state::BackoffPolicy;
 use mcp_lifecycle::{Lifecycle, LifecycleConfig, ServerSpec, Store};
 use mcp_lifecycle_k8s::{KubernetesConfig, KubernetesOrchestrator};
 
+pub(crate) mod registry;
+
 pub(crate) const READY: Duration = Duration::from_secs(90);
 pub(crate) const CANARY: &str = "k8s-canary-9f3a61";
-const IMAGES_ENV: &str = "/var/tmp/mcp-lifecycle-registry/images.env";
+pub(crate) const IMAGES_ENV: &str = "/var/tmp/mcp-lifecycle-registry/images.env";
 
 pub(crate) fn require() -> bool {
     std::env::var("MCP_LIFECYCLE_REQUIRE_K8S").is_ok_and(|v| v == "1")
@@ -34,12 +36,7 @@ pub(crate) fn skip<T>(test: &str, reason: &str) -> Option<T> {
 
 /// The local test image (`mcp-lifecycle/test-server:v1` unless images.env says otherwise).
 pub(crate) fn test_image() -> String {
-    std::fs::read_to_string(IMAGES_ENV)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("MCP_TEST_IMAGE_V1=").map(str::to_owned))
-        })
+    registry::images_env("MCP_TEST_IMAGE_V1")
         .unwrap_or_else(|| "mcp-lifecycle/test-server:v1".to_owned())
 }
 
