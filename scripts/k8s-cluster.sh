@@ -22,9 +22,10 @@
 #           `kube-proxy --cleanup` (iptables), restores the sysctls saved at start, removes the
 #           pod log dirs and the host dirs the kubelet created. Idempotent.
 #   status  which daemons run, node readiness. Exit 0 running+Ready, 1 degraded, 3 stopped.
-#   restart-apiserver
+#   restart-apiserver [--compact]
 #           stops the API server and starts it again (same etcd, keys and tokens), for the
-#           test of watches that must survive it.
+#           test of watches that must survive it; --compact also compacts etcd to its
+#           current revision meanwhile, so every resource version a watch holds expires.
 #   env     KEY=value lines for the tests (`set -a; . <(scripts/k8s-cluster.sh env); set +a`):
 #             KUBECONFIG                  admin (user `admin`, group system:masters)
 #             MCP_K8S_KUBECONFIG_LIMITED  user `mcp-limited`, no groups but system:authenticated
@@ -398,6 +399,17 @@ restart_apiserver() {  # for tests of watches that must survive an API server re
   alive kube-apiserver || die "the API server does not run: '$0 start' first"
   admin=$(awk -F, '$2 == "admin" { print $1 }' "$R/tokens.csv")
   stop_daemon kube-apiserver
+  if [ "${1:-}" = "--compact" ]; then
+    # Every resource version a watch holds is now older than etcd keeps: a
+    # watch that resumes from one gets 410 Gone and must list again.
+    local rev
+    rev=$(curl -fs -m 5 -X POST http://127.0.0.1:2379/v3/kv/range -d '{"key":"AA=="}' |
+      sed -n 's/.*"revision":"\([0-9]*\)".*/\1/p')
+    [ -n "$rev" ] || die "cannot read etcd's revision"
+    curl -fs -m 30 -X POST http://127.0.0.1:2379/v3/kv/compaction \
+      -d "{\"revision\":\"$rev\",\"physical\":true}" >/dev/null || die "etcd compaction failed"
+    log "etcd compacted at revision $rev"
+  fi
   log "API server stopped; starting it again"
   start_apiserver "$admin" || die "the API server did not come back"
   log "API server restarted in $(since "$t0")"
@@ -608,6 +620,6 @@ case "${1:-}" in
   stop) stop;;
   status) status;;
   env) print_env;;
-  restart-apiserver) restart_apiserver;;
+  restart-apiserver) shift; restart_apiserver "$@";;
   *) echo "usage: $0 build|start|stop|status|env|restart-apiserver" >&2; exit 2;;
 esac

@@ -1,8 +1,11 @@
-//! The pod watch survives an API server restart: with a server ready, the
-//! API server is stopped and started again (`scripts/k8s-cluster.sh
-//! restart-apiserver`, named by `MCP_K8S_CLUSTER_SCRIPT`); then a pod
-//! deleted behind the library's back is seen gone and its replacement is
-//! probed to Ready, which only a live watch can show.
+//! The pod watch survives an API server restart and an expired resource
+//! version: with a server ready, the API server is stopped, etcd compacted
+//! to its current revision (so the resource version the watch resumes from
+//! is gone: 410 Expired), and the API server started again
+//! (`scripts/k8s-cluster.sh restart-apiserver --compact`, named by
+//! `MCP_K8S_CLUSTER_SCRIPT`); the watch must report the expiry and list
+//! again. Then a pod deleted behind the library's back is seen gone and its
+//! replacement is probed to Ready, which only a live watch can show.
 //!
 //! A test binary of its own: cargo runs test binaries one at a time, so no
 //! other cluster test sees the API server go away.
@@ -18,6 +21,7 @@ use common::{
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DeleteParams;
 use mcp_lifecycle::spec::Transport;
+use mcp_lifecycle::testing::LogCapture;
 use mcp_lifecycle::{InMemoryStore, Wait};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -33,6 +37,13 @@ async fn the_pod_watch_survives_an_api_server_restart() {
     let Some(ns) = TestNamespace::create(test).await else {
         return;
     };
+    // This binary's only test: the backend's warnings go to a capture.
+    let capture = LogCapture::new();
+    tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_ansi(false)
+        .init();
     let manager = unique("mcpl");
     let lc = lifecycle(&ns, &manager, Arc::new(InMemoryStore::new())).await;
     let name = "survivor";
@@ -43,7 +54,7 @@ async fn the_pod_watch_survives_an_api_server_restart() {
     let before = status.instances[0].id.clone();
 
     let out = tokio::process::Command::new("bash")
-        .args([script.as_str(), "restart-apiserver"])
+        .args([script.as_str(), "restart-apiserver", "--compact"])
         .output()
         .await
         .unwrap();
@@ -83,6 +94,11 @@ async fn the_pod_watch_survives_an_api_server_restart() {
     )
     .await;
     assert_ne!(status.instances[0].id, before);
+    let logs = capture.text();
+    assert!(
+        logs.contains("pod watch failed") && logs.contains("Expired"),
+        "the watch resumed from a compacted resource version without a 410: {logs}"
+    );
     echo(&lc, name, "after the restart").await;
     lc.shutdown().await.unwrap();
 }
