@@ -21,6 +21,13 @@
 //!   scheduler's message, …), last exit code and the kubelet's back-off
 //!   become the instance's attempt, reason and next retry.
 //! - Pods run under the restricted Pod Security profile by default.
+//! - Two [`mcp_lifecycle::ImageResolver`]s for image freshness:
+//!   [`ProbePodResolver`] pulls in a short-lived pod (the cluster's own
+//!   mirrors and credentials); [`PullSecretResolver`] asks the registry
+//!   with the credentials of the servers' image pull Secrets
+//!   (`dockerconfigjson` or legacy `dockercfg`, else the service account's),
+//!   read at every resolution and matched to the image as the kubelet
+//!   matches them.
 //!
 //! The library crate leaves k8s-openapi's version feature to the binary
 //! that links it (`k8s-openapi = { version = "0.29", features = ["v1_33"] }`
@@ -55,10 +62,12 @@
 )]
 
 mod config;
+mod docker_config_json;
 mod endpoints;
 mod errors;
 mod observe;
 mod orchestrator;
+mod pull_secrets;
 mod resolver;
 mod watch;
 mod workload;
@@ -66,5 +75,6 @@ mod workload;
 pub use config::{KubernetesConfig, READINESS_GATE_OPT_OUT, ServiceExposure};
 pub use errors::Forbidden;
 pub use orchestrator::{KubernetesOrchestrator, KubernetesOrchestratorBuilder};
+pub use pull_secrets::{PullSecretResolver, PullSecretResolverBuilder};
 pub use resolver::{ProbePodResolver, ROLE_LABEL};
 pub use workload::READY_GATE;
