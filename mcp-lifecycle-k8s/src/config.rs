@@ -67,7 +67,9 @@ pub struct KubernetesConfig {
     pub exposure: ServiceExposure,
     /// How probes and `peer` reach each pod of an HTTP or SSE server.
     pub pod_access: PodAccess,
-    /// Image pull secrets (names of `dockerconfigjson` Secrets in the namespace).
+    /// Image pull secrets: names of `kubernetes.io/dockerconfigjson` (or
+    /// legacy `kubernetes.io/dockercfg`) Secrets in the namespace, which
+    /// [`crate::PullSecretResolver`] reads too.
     pub image_pull_secrets: Vec<String>,
     /// Node selector for every pod.
     pub node_selector: BTreeMap<String, String>,

@@ -38,6 +38,13 @@
 //!   state and leader election through the cluster with no database. Its
 //!   fencing and the one-round-trip window it leaves are documented on the
 //!   type.
+//! - Two [`mcp_lifecycle::ImageResolver`]s for image freshness:
+//!   [`ProbePodResolver`] pulls in a short-lived pod (the cluster's own
+//!   mirrors and credentials); [`PullSecretResolver`] asks the registry
+//!   with the credentials of the servers' image pull Secrets
+//!   (`dockerconfigjson` or legacy `dockercfg`, else the service account's),
+//!   read at every resolution and matched to the image as the kubelet
+//!   matches them.
 //!
 //! The library crate leaves k8s-openapi's version feature to the binary
 //! that links it (`k8s-openapi = { version = "0.29", features = ["v1_33"] }`
@@ -73,11 +80,13 @@
 
 mod adopt;
 mod config;
+mod docker_config_json;
 mod endpoints;
 mod errors;
 mod observe;
 mod orchestrator;
 mod port_forward;
+mod pull_secrets;
 mod resolver;
 mod store;
 mod watch;
@@ -89,6 +98,7 @@ pub use config::{
 };
 pub use errors::Forbidden;
 pub use orchestrator::{KubernetesOrchestrator, KubernetesOrchestratorBuilder};
+pub use pull_secrets::{PullSecretResolver, PullSecretResolverBuilder};
 pub use resolver::{ProbePodResolver, ROLE_LABEL};
 pub use store::{KubernetesStore, KubernetesStoreBuilder, STORE_LABEL};
 pub use workload::READY_GATE;
