@@ -75,6 +75,8 @@ impl Pass<'_> {
             st.forcing = false;
         }
         self.follow_replicas(st, &policy);
+        // What the runtime reported shows now, not after this pass's probes.
+        super::reconcile::settle_and_publish(self.shared, self.slot, st, self.now);
         self.probe_due(st, &record, &policy).await;
         self.tick_owned(st, &policy).await;
         self.sync_gates(st, owner).await;

@@ -51,6 +51,7 @@ pub(crate) async fn pass(shared: &Arc<Shared>, slot: &ServerSlot) -> PassOutcome
     let mut st = slot.state.lock().await;
     let mut p = Pass {
         shared,
+        slot,
         name: &slot.name,
         now: shared.clock.now(),
         errors: 0,
@@ -61,41 +62,55 @@ pub(crate) async fn pass(shared: &Arc<Shared>, slot: &ServerSlot) -> PassOutcome
     let outcome = p.run(&mut st).await;
     if let PassOutcome::WakeAt(wake) = outcome {
         *slot.wake.lock().unwrap_or_else(|e| e.into_inner()) = wake;
-        let desired = st.record().map_or(0, |r| r.value.desired());
-        let phase = derive_phase(
-            desired,
-            st.instances.values().map(|t| &t.record.value.state.phase),
+        settle_and_publish(shared, slot, &mut st, p.now);
+    }
+    outcome
+}
+
+/// Derives the server's phase and ready set from its instances (with the
+/// events and cache invalidation their changes call for) and publishes the
+/// status if anything it shows moved. Run after every pass, and by a pass
+/// that has news before its probes (a runtime that owns replicas reports a
+/// crash before a probe of the dead session would time out).
+pub(super) fn settle_and_publish(
+    shared: &Shared,
+    slot: &ServerSlot,
+    st: &mut ServerState,
+    now: Timestamp,
+) {
+    let desired = st.record().map_or(0, |r| r.value.desired());
+    let phase = derive_phase(
+        desired,
+        st.instances.values().map(|t| &t.record.value.state.phase),
+    );
+    if st.phase != Some(phase) {
+        st.phase = Some(phase);
+        st.push_event(
+            shared,
+            &slot.name,
+            None,
+            LifecycleEventKind::PhaseChanged,
+            format!("server is {}", phase.name()),
         );
-        if st.phase != Some(phase) {
-            st.phase = Some(phase);
-            st.push_event(
-                shared,
-                &slot.name,
-                None,
-                LifecycleEventKind::PhaseChanged,
-                format!("server is {}", phase.name()),
-            );
-        }
-        let ready_unchanged = st
+    }
+    let ready_unchanged = st
+        .instances
+        .values()
+        .filter(|t| matches!(t.record.value.state.phase, InstancePhase::Ready { .. }))
+        .map(|t| &t.record.value.id)
+        .eq(st.ready.iter());
+    if !ready_unchanged {
+        st.ready = st
             .instances
             .values()
             .filter(|t| matches!(t.record.value.state.phase, InstancePhase::Ready { .. }))
-            .map(|t| &t.record.value.id)
-            .eq(st.ready.iter());
-        if !ready_unchanged {
-            st.ready = st
-                .instances
-                .values()
-                .filter(|t| matches!(t.record.value.state.phase, InstancePhase::Ready { .. }))
-                .map(|t| t.record.value.id.clone())
-                .collect();
-            slot.ready_generation
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            shared.tools_cache.forget(&slot.name);
-        }
-        publish_if_changed(shared, slot, &mut st, p.now);
+            .map(|t| t.record.value.id.clone())
+            .collect();
+        slot.ready_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.tools_cache.forget(&slot.name);
     }
-    outcome
+    publish_if_changed(shared, slot, st, now);
 }
 
 /// Whether a pass over this server would find nothing to do: neither its
@@ -211,6 +226,7 @@ fn latest_events(
 
 pub(super) struct Pass<'a> {
     pub(super) shared: &'a Arc<Shared>,
+    pub(super) slot: &'a ServerSlot,
     pub(super) name: &'a str,
     pub(super) now: Timestamp,
     pub(super) errors: u32,
