@@ -762,7 +762,11 @@ async fn logs_read_one_instance_or_every_instance_of_a_server() {
     assert_eq!(one, vec![(a.clone(), vec!["a: two".to_owned()])]);
 
     let foreign = mcp_lifecycle::InstanceId::new("other", 1);
-    let err = h.lifecycle.logs("echo", Some(&foreign), 1).await.unwrap_err();
+    let err = h
+        .lifecycle
+        .logs("echo", Some(&foreign), 1)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     let err = h.lifecycle.logs("missing", None, 1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
