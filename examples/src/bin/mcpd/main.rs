@@ -28,6 +28,7 @@ mod routes;
 mod shutdown;
 mod state;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -97,6 +98,6 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     drop(state);
-    shutdown::finish(lifecycle, config.on_exit).await;
+    shutdown::finish(lifecycle, config.on_exit, config.backend).await;
     Ok(())
 }

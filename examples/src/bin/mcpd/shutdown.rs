@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mcp_lifecycle::Lifecycle;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::OnExit;
+use crate::config::{Backend, OnExit};
 use crate::state::AppState;
 
 /// Resolves at the first SIGTERM or SIGINT, after marking mcpd as draining
@@ -40,7 +40,7 @@ pub(crate) async fn signalled(state: AppState) {
 const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// After the HTTP server stopped: detach from the servers or stop them.
-pub(crate) async fn finish(lifecycle: Arc<Lifecycle>, on_exit: OnExit) {
+pub(crate) async fn finish(lifecycle: Arc<Lifecycle>, on_exit: OnExit, backend: Backend) {
     // Connection tasks that just finished may still hold the router (and
     // so the lifecycle) for a moment after the server returns.
     let mut shared = lifecycle;
@@ -64,7 +64,16 @@ pub(crate) async fn finish(lifecycle: Arc<Lifecycle>, on_exit: OnExit) {
     match on_exit {
         OnExit::Detach => {
             lifecycle.detach().await;
-            tracing::info!("detached: servers keep running for the next mcpd to adopt");
+            match backend {
+                Backend::Docker => tracing::info!(
+                    "detached: containers keep running for the next mcpd on this store to adopt"
+                ),
+                // The local backend's processes are mcpd's children: they end
+                // with it, and the next mcpd starts them again from the store.
+                Backend::Local => tracing::info!(
+                    "detached; local server processes end with mcpd and start again with the next"
+                ),
+            }
         }
         OnExit::Stop => match lifecycle.shutdown().await {
             Ok(()) => tracing::info!("stopped every server"),
