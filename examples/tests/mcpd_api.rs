@@ -24,7 +24,7 @@ struct Mcpd {
     child: Child,
     base: String,
     log: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Mcpd {
@@ -36,7 +36,15 @@ impl Drop for Mcpd {
 
 fn start_mcpd(extra: &[&str]) -> Mcpd {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mcpd.yaml");
+    let mut d = start_mcpd_in(dir.path(), extra);
+    d._dir = Some(dir);
+    d
+}
+
+/// The command that runs mcpd with a configuration written into `dir`
+/// (in-memory state unless `extra` names a store).
+fn mcpd_command(dir: &std::path::Path, extra: &[&str]) -> Command {
+    let config = dir.join("mcpd.yaml");
     std::fs::write(
         &config,
         format!(
@@ -47,14 +55,20 @@ fn start_mcpd(extra: &[&str]) -> Mcpd {
         ),
     )
     .unwrap();
-    let mut child = Command::new(MCPD)
+    let mut command = Command::new(MCPD);
+    command
         .arg("--config")
         .arg(&config)
         .args(extra)
         .env("MCPD_TEST_READ_TOKEN", READER)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
-        .env_remove("MCPD_ADMIN_TOKEN")
+        .env_remove("MCPD_ADMIN_TOKEN");
+    command
+}
+
+fn start_mcpd_in(dir: &std::path::Path, extra: &[&str]) -> Mcpd {
+    let mut child = mcpd_command(dir, extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -84,7 +98,7 @@ fn start_mcpd(extra: &[&str]) -> Mcpd {
         child,
         base,
         log,
-        _dir: dir,
+        _dir: None,
     }
 }
 
@@ -594,4 +608,126 @@ async fn sigterm_drains_ends_event_streams_and_exits_cleanly() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = d.log();
     assert!(log.contains("SIGTERM") && log.contains("detached"), "{log}");
+}
+
+/// Sends SIGTERM and waits for a clean exit.
+async fn terminate(d: &mut Mcpd) {
+    let pid = d.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = d.child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}: {}", d.log());
+            return;
+        }
+        assert!(Instant::now() < deadline, "mcpd did not exit: {}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_specs_are_applied_at_every_start_and_kept_in_the_redb_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("servers");
+    std::fs::create_dir(&specs).unwrap();
+    std::fs::write(specs.join("echo.yaml"), spec_yaml("echo", MCPD)).unwrap();
+    std::fs::write(specs.join("notes.txt"), "not a spec").unwrap();
+    let store = dir.path().join("state.redb");
+    let args = [
+        "--specs",
+        specs.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ];
+
+    let mut d = start_mcpd_in(dir.path(), &args);
+    assert!(d.log().contains("outcome=\"created\""), "{}", d.log());
+    let (status, body) = d
+        .admin(
+            Method::POST,
+            "/api/v1/servers/echo/start?wait=true&timeout=30s",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A server applied over the API is kept in the store too.
+    let (status, body) = d
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(ADMIN),
+            Some(("application/yaml", spec_yaml("other", MCPD))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    terminate(&mut d).await;
+    assert!(store.exists());
+
+    // The same configuration again: the spec is unchanged, both servers are back.
+    let d = start_mcpd_in(dir.path(), &args);
+    assert!(d.log().contains("outcome=\"unchanged\""), "{}", d.log());
+    let (status, body) = d
+        .admin(
+            Method::POST,
+            "/api/v1/servers/echo/start?wait=true&timeout=30s",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"]["ready"], 1, "{body}");
+    let (_, body) = d.admin(Method::GET, "/api/v1/servers", None).await;
+    let names: Vec<&str> = body["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "other"], "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_spec_outside_the_allow_list_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("shell.yaml");
+    std::fs::write(&spec, spec_yaml("shell", "/bin/sh")).unwrap();
+    let out = mcpd_command(dir.path(), &["--specs", spec.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("source.command.program") && stderr.contains("shell.yaml"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_servers_on_exit_stops_them() {
+    let mut d = start_mcpd(&["--stop-servers-on-exit"]);
+    let (status, body) = d
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(ADMIN),
+            Some(("application/yaml", spec_yaml("echo", MCPD))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = d
+        .admin(
+            Method::POST,
+            "/api/v1/servers/echo/start?wait=true&timeout=30s",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    terminate(&mut d).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(d.log().contains("stopped every server"), "{}", d.log());
 }

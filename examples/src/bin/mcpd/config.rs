@@ -196,7 +196,8 @@ impl Config {
                 .parse()
                 .context("the default listen address")?,
         };
-        let in_memory = flags.in_memory || file.store.in_memory;
+        // A --store flag overrides the file's `in_memory`, as every flag does.
+        let in_memory = flags.in_memory || (file.store.in_memory && flags.store.is_none());
         let store = (!in_memory).then(|| {
             flags
                 .store

@@ -53,8 +53,10 @@ fn main() -> ExitCode {
     let flags = Flags::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rmcp=warn".into()),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(mcp_lifecycle::secret::redacting(std::io::stderr))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
