@@ -52,9 +52,14 @@ fn format_of(request: &Request, yaml_allowed: bool) -> Result<Format, ApiError> 
 
 async fn text_of(request: Request) -> Result<String, ApiError> {
     let bytes = Bytes::from_request(request, &()).await.map_err(|e| {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "malformed"
+        };
         ApiError::new(
             e.status(),
-            "malformed",
+            code,
             format!("reading the body: {}", e.body_text()),
         )
     })?;

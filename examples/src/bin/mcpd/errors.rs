@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ApiError {
     /// Stable, machine-readable: `not_found`, `conflict`, `invalid`,
-    /// `malformed`, `unsupported_media_type`, `unauthorized`, `forbidden`,
+    /// `malformed`, `too_large`, `unsupported_media_type`, `unauthorized`, `forbidden`,
     /// `method_not_allowed`, `unavailable`, `timeout`, `backend`.
     pub(crate) code: String,
     /// What went wrong, for a person.

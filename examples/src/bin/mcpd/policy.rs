@@ -1,5 +1,7 @@
 //! What an API caller may ask a backend to run, so an admin token is not a
-//! shell on the host: the local backend runs only allow-listed programs.
+//! shell on the host: the local backend runs only allow-listed programs, and
+//! a source the configured backend cannot run (an image on the local backend,
+//! a program on Docker) is refused at once rather than retried forever.
 //!
 //! Docker: a [`ServerSpec`] today cannot ask for host mounts, privileged
 //! mode, the host network or added capabilities at all (the Docker backend
@@ -29,6 +31,24 @@ impl Policy {
 
     /// Refuses a spec the configuration does not allow, naming the field.
     pub(crate) fn admit(&self, spec: &ServerSpec) -> Result<(), ValidationError> {
+        // A source the backend cannot run is refused now, not retried forever.
+        match (self.backend, &spec.source) {
+            (Backend::Docker, Source::Command(_)) => {
+                return Err(ValidationError::single(
+                    &spec.name,
+                    "source.command",
+                    "mcpd runs the docker backend, which runs images only (source.image)",
+                ));
+            }
+            (Backend::Local, Source::Image(_)) => {
+                return Err(ValidationError::single(
+                    &spec.name,
+                    "source.image",
+                    "mcpd runs the local backend, which runs programs only (source.command)",
+                ));
+            }
+            _ => {}
+        }
         if let (Backend::Local, Source::Command(command)) = (self.backend, &spec.source)
             && !self.allowed_programs.iter().any(|p| p == &command.program)
         {
@@ -80,8 +100,12 @@ mod tests {
         assert!(p.admit(&spec("ok")).is_err());
         let none = Policy::new(Backend::Local, vec![]);
         assert!(none.admit(&spec("/usr/bin/ok")).is_err());
-        // Images are not the local backend's to judge.
+        // A source the backend cannot run names its field.
         let image = ServerSpec::new("i", Source::Image("x:1".into()));
-        assert!(p.admit(&image).is_ok());
+        assert!(p.admit(&image).unwrap_err().names_field("source.image"));
+        let docker = Policy::new(Backend::Docker, vec![]);
+        assert!(docker.admit(&image).is_ok());
+        let err = docker.admit(&spec("/usr/bin/ok")).unwrap_err();
+        assert!(err.names_field("source.command"), "{err}");
     }
 }
