@@ -6,162 +6,19 @@
 //! auth (401/403), the error codes, the allow-list, the OpenAPI document,
 //! metrics, and graceful shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{
+    ADMIN, MCPD, READER, assert_error, mcpd_command, spec_yaml, start_mcpd, start_mcpd_in,
+    terminate,
+};
 
 use futures::StreamExt;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-
-const MCPD: &str = env!("CARGO_BIN_EXE_mcpd");
-const ADMIN: &str = "admin-token-for-tests";
-const READER: &str = "read-only-token-for-tests";
-
-/// A running mcpd and what it has written to stderr.
-struct Mcpd {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Mcpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_mcpd(extra: &[&str]) -> Mcpd {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = start_mcpd_in(dir.path(), extra);
-    d._dir = Some(dir);
-    d
-}
-
-/// The command that runs mcpd with a configuration written into `dir`
-/// (in-memory state unless `extra` names a store).
-fn mcpd_command(dir: &std::path::Path, extra: &[&str]) -> Command {
-    let config = dir.join("mcpd.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:0\nbackend: local\nstore: {{ in_memory: true }}\n\
-             tokens:\n  - {{ name: ops, role: admin, token: {ADMIN} }}\n  \
-             - {{ name: dash, role: read-only, token_env: MCPD_TEST_READ_TOKEN }}\n\
-             local: {{ allowed_programs: [\"{MCPD}\"] }}\n"
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(MCPD);
-    command
-        .arg("--config")
-        .arg(&config)
-        .args(extra)
-        .env("MCPD_TEST_READ_TOKEN", READER)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .env_remove("MCPD_ADMIN_TOKEN");
-    command
-}
-
-fn start_mcpd_in(dir: &std::path::Path, extra: &[&str]) -> Mcpd {
-    let mut child = mcpd_command(dir, extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("listening on http://") {
-                let url: String = line[at + "listening on ".len()..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
-                    .collect();
-                let _ = tx.send(url);
-            }
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("mcpd did not start: {}", log.lock().unwrap()));
-    Mcpd {
-        child,
-        base,
-        log,
-        _dir: None,
-    }
-}
-
-impl Mcpd {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<(&str, String)>,
-    ) -> (StatusCode, Value) {
-        let mut req = Client::new().request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some((content_type, text)) = body {
-            req = req.header("content-type", content_type).body(text);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"))
-        };
-        (status, value)
-    }
-
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call(
-            method,
-            path,
-            Some(ADMIN),
-            body.map(|b| ("application/json", b.to_string())),
-        )
-        .await
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-fn spec_yaml(name: &str, program: &str) -> String {
-    format!(
-        "name: {name}\nsource:\n  command:\n    program: \"{program}\"\n    args: [serve-mcp-test-server]\n\
-         health:\n  interval: 1s\n"
-    )
-}
-
-fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
-    assert_eq!(status, want, "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_goes_through_its_whole_lifecycle_over_the_api() {
@@ -608,27 +465,6 @@ async fn sigterm_drains_ends_event_streams_and_exits_cleanly() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = d.log();
     assert!(log.contains("SIGTERM") && log.contains("detached"), "{log}");
-}
-
-/// Sends SIGTERM and waits for a clean exit.
-async fn terminate(d: &mut Mcpd) {
-    let pid = d.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = d.child.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}: {}", d.log());
-            return;
-        }
-        assert!(Instant::now() < deadline, "mcpd did not exit: {}", d.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,13 @@
-//! Builds the [`Lifecycle`] the configuration asks for (runtime backend and
-//! store) and applies the configured specs at start, idempotently.
+//! Builds the [`Lifecycle`] the configuration asks for (runtime backend,
+//! store, the manager name its workloads carry) and applies the configured specs at start, idempotently.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use mcp_lifecycle::{ApplyOutcome, Lifecycle, LocalOrchestrator, RedbStore, ServerSpec};
+use mcp_lifecycle::{
+    ApplyOutcome, Lifecycle, LifecycleConfig, LocalOrchestrator, RedbStore, ServerSpec,
+};
 use mcp_lifecycle_docker::{DockerDistributionResolver, DockerOrchestrator};
 
 use crate::config::{Backend, Config};
@@ -13,11 +15,17 @@ use crate::policy::Policy;
 
 /// The lifecycle manager for `config`: its backend, its store.
 pub(crate) async fn build(config: &Config) -> anyhow::Result<Lifecycle> {
-    let mut builder = Lifecycle::builder();
+    let lifecycle_config = LifecycleConfig {
+        manager_name: config.manager.clone(),
+        ..LifecycleConfig::default()
+    };
+    let mut builder = Lifecycle::builder().config(lifecycle_config);
     builder = match config.backend {
         Backend::Local => builder.orchestrator(Arc::new(LocalOrchestrator::new())),
         Backend::Docker => {
-            let docker = DockerOrchestrator::connect()
+            let docker = DockerOrchestrator::builder()
+                .manager(&config.manager)
+                .build()
                 .await
                 .context("connecting to the Docker engine")?;
             let resolver = DockerDistributionResolver::new(docker.docker().clone());

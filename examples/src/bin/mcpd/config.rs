@@ -50,6 +50,10 @@ pub(crate) struct Flags {
     /// A read-only token (added to the file's tokens).
     #[arg(long, env = "MCPD_READ_ONLY_TOKEN", hide_env_values = true)]
     pub(crate) read_only_token: Option<String>,
+    /// The name mcpd labels its workloads with; two daemons (or other hosts
+    /// of the library) sharing a runtime need two names. Default: `mcpd`.
+    #[arg(long)]
+    pub(crate) manager: Option<String>,
     /// On SIGTERM/SIGINT, stop every server instead of detaching from them.
     #[arg(long)]
     pub(crate) stop_servers_on_exit: bool,
@@ -102,6 +106,9 @@ pub(crate) struct FileConfig {
     /// What happens to the servers on exit.
     #[serde(default)]
     pub(crate) on_exit: OnExit,
+    /// The name mcpd labels its workloads with.
+    #[serde(default)]
+    pub(crate) manager: Option<String>,
 }
 
 /// Where state lives.
@@ -169,7 +176,12 @@ pub(crate) struct Config {
     pub(crate) allowed_programs: Vec<String>,
     /// What happens to the servers on exit.
     pub(crate) on_exit: OnExit,
+    /// The name mcpd labels its workloads with (only its own are touched).
+    pub(crate) manager: String,
 }
+
+/// The default manager name: mcpd's workloads are its own.
+pub(crate) const DEFAULT_MANAGER: &str = "mcpd";
 
 /// The default listen address: loopback only.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -239,6 +251,10 @@ impl Config {
             specs: flags.specs.or(file.specs),
             tokens,
             allowed_programs,
+            manager: flags
+                .manager
+                .or(file.manager)
+                .unwrap_or_else(|| DEFAULT_MANAGER.to_owned()),
             on_exit: if flags.stop_servers_on_exit {
                 OnExit::Stop
             } else {
@@ -282,6 +298,7 @@ tokens:
   - { name: dash, role: read-only, token_env: DASH_TOKEN }
 local: { allowed_programs: [/usr/bin/a] }
 on_exit: stop
+manager: gateway-a
 "#;
 
     fn env(name: &str) -> Option<String> {
@@ -296,6 +313,7 @@ on_exit: stop
         assert_eq!(c.backend, Backend::Docker);
         assert_eq!(c.store, Some(PathBuf::from("/var/lib/mcpd/state.redb")));
         assert_eq!(c.on_exit, OnExit::Stop);
+        assert_eq!(c.manager, "gateway-a");
         assert_eq!(c.tokens.role_of("s3cret-read"), Some(Role::ReadOnly));
         assert_eq!(c.tokens.role_of("s3cret-admin"), Some(Role::Admin));
 
@@ -329,6 +347,7 @@ on_exit: stop
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.store, Some(PathBuf::from("mcpd.redb")));
         assert_eq!(c.on_exit, OnExit::Detach);
+        assert_eq!(c.manager, DEFAULT_MANAGER);
     }
 
     #[test]
