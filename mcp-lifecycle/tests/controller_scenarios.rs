@@ -741,3 +741,33 @@ async fn a_status_read_does_not_wait_for_a_hung_probe() {
     );
     drop(runtime);
 }
+
+#[tokio::test(start_paused = true)]
+async fn logs_read_one_instance_or_every_instance_of_a_server() {
+    let h = harness(LifecycleConfig::default()).await;
+    two_ready(&h).await;
+    let s = status(&h, "echo").await;
+    let (a, b) = (s.instances[0].id.clone(), s.instances[1].id.clone());
+    h.runtime.push_log(&a, "a: one").unwrap();
+    h.runtime.push_log(&a, "a: two").unwrap();
+    h.runtime.push_log(&b, "b: one").unwrap();
+
+    let all = h.lifecycle.logs("echo", None, 10).await.unwrap();
+    let ids: Vec<_> = all.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids, vec![a.clone(), b.clone()]);
+    assert_eq!(all[0].1.last().map(String::as_str), Some("a: two"));
+    assert_eq!(all[1].1.last().map(String::as_str), Some("b: one"));
+
+    let one = h.lifecycle.logs("echo", Some(&a), 1).await.unwrap();
+    assert_eq!(one, vec![(a.clone(), vec!["a: two".to_owned()])]);
+
+    let foreign = mcp_lifecycle::InstanceId::new("other", 1);
+    let err = h
+        .lifecycle
+        .logs("echo", Some(&foreign), 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = h.lifecycle.logs("missing", None, 1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}

@@ -1,5 +1,5 @@
 //! What hosts read from the controller: snapshots of status, a watch on one
-//! server's status, live MCP peers (round-robin over ready instances), the
+//! server's status, instances' logs, live MCP peers (round-robin over ready instances), the
 //! cached tool lists, and on-demand resyncs and freshness cycles.
 //!
 //! Layer: controller. Reads take no decision and write nothing but caches.
@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::mcp::McpPeer;
+use crate::ports::InstanceId;
 use crate::status::{CycleReport, ResyncReport, ServerStatus, UpdateStatus};
 
 use super::Controller;
@@ -62,6 +63,38 @@ impl Controller {
     pub(crate) async fn endpoints(&self, name: &str) -> Result<Vec<crate::ports::Endpoint>> {
         self.slot(name)?;
         self.shared.orchestrator.endpoints(name).await
+    }
+
+    /// The last `tail` log lines of one instance of `name`, or of each of
+    /// its instances (those in its status), by instance id. An instance the
+    /// runtime no longer has is left out of a whole-server read.
+    pub(crate) async fn logs(
+        &self,
+        name: &str,
+        instance: Option<&InstanceId>,
+        tail: usize,
+    ) -> Result<Vec<(InstanceId, Vec<String>)>> {
+        let status = self.status(name).await?;
+        let ids: Vec<InstanceId> = match instance {
+            Some(id) => {
+                if !status.instances.iter().any(|i| &i.id == id) {
+                    return Err(Error::not_found(format!(
+                        "instance {id} of server {name:?}"
+                    )));
+                }
+                vec![id.clone()]
+            }
+            None => status.instances.into_iter().map(|i| i.id).collect(),
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.shared.orchestrator.logs(&id, tail).await {
+                Ok(lines) => out.push((id, lines)),
+                Err(e) if instance.is_none() && e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     pub(crate) async fn peer(&self, name: &str) -> Result<McpPeer> {

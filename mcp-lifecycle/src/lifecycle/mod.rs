@@ -251,6 +251,22 @@ impl Lifecycle {
         self.controller.endpoints(name).await
     }
 
+    /// The last `tail` lines of output (stderr for stdio servers) of one
+    /// instance of `name`, or of each instance its status lists, as
+    /// `(instance, lines)` pairs, oldest line first. An unknown server, or
+    /// an instance that is not one of the server's, is
+    /// [`crate::ErrorKind::NotFound`]; an instance the runtime has already
+    /// removed is left out of a whole-server read.
+    pub async fn logs(
+        &self,
+        name: &str,
+        instance: Option<&crate::ports::InstanceId>,
+        tail: usize,
+    ) -> Result<Vec<(crate::ports::InstanceId, Vec<String>)>> {
+        self.ensure_running()?;
+        self.controller.logs(name, instance, tail).await
+    }
+
     /// The server's tools, from a cache kept for `tools_cache_ttl` (failures
     /// for `tools_cache_negative_ttl`) and dropped whenever the set of ready
     /// instances changes.

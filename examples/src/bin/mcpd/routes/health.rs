@@ -1,0 +1,46 @@
+//! The open probes: `/healthz` (the process answers) and `/readyz` (it
+//! takes work: the lifecycle manager is built and shutdown has not begun).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+
+/// A probe's answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Health {
+    /// `ok`, or `draining` during shutdown.
+    pub(crate) status: String,
+}
+
+/// Whether mcpd answers at all.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+/// Whether mcpd takes work.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    if state.is_ready() {
+        (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok".to_owned(),
+            }),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "draining".to_owned(),
+            }),
+        )
+    }
+}
