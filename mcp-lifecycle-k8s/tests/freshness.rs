@@ -11,12 +11,12 @@
 
 mod common;
 
-use common::registry::{Untag, images_env, push_as};
+use common::registry::TestTag;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{READY, TestNamespace, eventually, skip, unique};
+use common::{READY, TestNamespace, eventually, unique};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use mcp_lifecycle::ports::{ImageResolver, ResolveFailure};
@@ -30,23 +30,13 @@ use mcp_lifecycle_k8s::{KubernetesConfig, ProbePodResolver, ROLE_LABEL};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_digest_is_rolled_out_through_the_deployment_and_verified() {
     let test = "a_new_digest_is_rolled_out_through_the_deployment_and_verified";
-    let (Some(repo), Some(local_v1), Some(local_v2)) = (
-        images_env("MCP_TEST_REGISTRY_IMAGE"),
-        images_env("MCP_TEST_IMAGE_V1"),
-        images_env("MCP_TEST_IMAGE_V2"),
-    ) else {
-        return skip(
-            test,
-            "no local registry in images.env; run scripts/test-images.sh",
-        )
-        .unwrap_or(());
+    let Some(pushed) = TestTag::push_v1(test, "k8s-fresh") else {
+        return;
     };
     let Some(ns) = TestNamespace::create(test).await else {
         return;
     };
-    let tag = format!("{repo}:{}", unique("k8s-fresh"));
-    let _untag = Untag(tag.clone());
-    let v1 = push_as(&local_v1, &tag);
+    let (repo, tag, v1) = (&pushed.repo, pushed.tag.clone(), pushed.v1.clone());
 
     let backend = common::backend(ns.client.clone(), &ns, KubernetesConfig::default()).await;
     let manager = unique("mcpl");
@@ -98,7 +88,7 @@ async fn a_new_digest_is_rolled_out_through_the_deployment_and_verified() {
     let u = lc.check_updates_now(name).await.unwrap();
     assert_eq!(u.state, Freshness::UpToDate { digest: v1.clone() });
 
-    let v2 = push_as(&local_v2, &tag);
+    let v2 = pushed.push_v2();
     assert_ne!(v1, v2);
     let u = lc.check_updates_now(name).await.unwrap();
     assert!(
@@ -162,23 +152,14 @@ async fn a_new_digest_is_rolled_out_through_the_deployment_and_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_probe_pod_resolver_asks_the_cluster_and_always_deletes_its_pod() {
     let test = "the_probe_pod_resolver_asks_the_cluster_and_always_deletes_its_pod";
-    let (Some(repo), Some(local_v1)) = (
-        images_env("MCP_TEST_REGISTRY_IMAGE"),
-        images_env("MCP_TEST_IMAGE_V1"),
-    ) else {
-        return skip(
-            test,
-            "no local registry in images.env; run scripts/test-images.sh",
-        )
-        .unwrap_or(());
+    let Some(pushed) = TestTag::push_v1(test, "k8s-resolve") else {
+        return;
     };
     let Some(ns) = TestNamespace::create(test).await else {
         return;
     };
     // A tag of this test's own: its digest is what the registry said at push.
-    let tag = format!("{repo}:{}", unique("k8s-resolve"));
-    let _untag = Untag(tag.clone());
-    let v1 = push_as(&local_v1, &tag);
+    let (repo, tag, v1) = (&pushed.repo, pushed.tag.clone(), pushed.v1.clone());
     let resolver = ProbePodResolver::new(
         ns.client.clone(),
         KubernetesConfig {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::registry::{Untag, images_env, push_as};
+use common::registry::TestTag;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -433,23 +433,13 @@ async fn the_store_needs_exactly_the_documented_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hosts_on_the_kubernetes_store_roll_a_new_digest_out_exactly_once() {
     let test = "two_hosts_on_the_kubernetes_store_roll_a_new_digest_out_exactly_once";
-    let (Some(repo), Some(local_v1), Some(local_v2)) = (
-        images_env("MCP_TEST_REGISTRY_IMAGE"),
-        images_env("MCP_TEST_IMAGE_V1"),
-        images_env("MCP_TEST_IMAGE_V2"),
-    ) else {
-        return skip(
-            test,
-            "no local registry in images.env; run scripts/test-images.sh",
-        )
-        .unwrap_or(());
+    let Some(pushed) = TestTag::push_v1(test, "k8s-2hosts") else {
+        return;
     };
     let Some(ns) = TestNamespace::create(test).await else {
         return;
     };
-    let tag = format!("{repo}:{}", unique("k8s-2hosts"));
-    let _untag = Untag(tag.clone());
-    let v1 = push_as(&local_v1, &tag);
+    let (repo, tag, v1) = (&pushed.repo, pushed.tag.clone(), pushed.v1.clone());
 
     let manager = unique("mcpl");
     let mut hosts = Vec::new();
@@ -526,7 +516,7 @@ async fn two_hosts_on_the_kubernetes_store_roll_a_new_digest_out_exactly_once() 
     })
     .await;
 
-    let v2 = push_as(&local_v2, &tag);
+    let v2 = pushed.push_v2();
     assert_ne!(v1, v2);
     let (ra, rb) = tokio::join!(
         hosts[0].check_updates_now(name),
