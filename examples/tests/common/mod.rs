@@ -40,11 +40,17 @@ pub(crate) fn start_mcpd(extra: &[&str]) -> Mcpd {
 /// The command that runs mcpd with a configuration written into `dir`
 /// (in-memory state unless `extra` names a store).
 pub(crate) fn mcpd_command(dir: &std::path::Path, extra: &[&str]) -> Command {
+    mcpd_command_with(dir, "store: { in_memory: true }\n", extra)
+}
+
+/// [`mcpd_command`] with `settings` (YAML lines: the store and anything
+/// else) in the configuration file instead of the in-memory store.
+pub(crate) fn mcpd_command_with(dir: &std::path::Path, settings: &str, extra: &[&str]) -> Command {
     let config = dir.join("mcpd.yaml");
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:0\nbackend: local\nstore: {{ in_memory: true }}\n\
+            "listen: 127.0.0.1:0\nbackend: local\n{settings}\
              tokens:\n  - {{ name: ops, role: admin, token: {ADMIN} }}\n  \
              - {{ name: dash, role: read-only, token_env: MCPD_TEST_READ_TOKEN }}\n\
              local: {{ allowed_programs: [\"{MCPD}\"] }}\n"
@@ -64,7 +70,12 @@ pub(crate) fn mcpd_command(dir: &std::path::Path, extra: &[&str]) -> Command {
 }
 
 pub(crate) fn start_mcpd_in(dir: &std::path::Path, extra: &[&str]) -> Mcpd {
-    let mut child = mcpd_command(dir, extra)
+    spawn_mcpd(mcpd_command(dir, extra))
+}
+
+/// Starts `command` (an [`mcpd_command`]) and waits until it listens.
+pub(crate) fn spawn_mcpd(mut command: Command) -> Mcpd {
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,25 +1,50 @@
 //! Builds the [`Lifecycle`] the configuration asks for (runtime backend,
-//! store, the manager name its workloads carry) and applies the configured specs at start, idempotently.
+//! store, image resolver and update-check settings, the manager name its
+//! workloads carry) and applies the configured specs at start, idempotently.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use mcp_lifecycle::{
-    ApplyOutcome, Lifecycle, LifecycleConfig, LocalOrchestrator, RedbStore, ServerSpec,
+    ApplyOutcome, InMemoryStore, Lifecycle, LifecycleConfig, LocalOrchestrator, RedbStore,
+    RegistryResolver, ServerSpec,
 };
 use mcp_lifecycle_docker::{DockerDistributionResolver, DockerOrchestrator};
+use mcp_lifecycle_k8s::{
+    KubernetesConfig, KubernetesOrchestrator, KubernetesStore, PodAccess, PullSecretResolver,
+    ServiceExposure,
+};
 
-use crate::config::{Backend, Config};
+use crate::config::{
+    Backend, Config, ExposureSetting, KubernetesSettings, PodAccessSetting, ResolverSetting,
+    StoreChoice,
+};
 use crate::policy::Policy;
 
-/// The lifecycle manager for `config`: its backend, its store.
+/// The lifecycle manager for `config`: its backend, its store, its resolver.
 pub(crate) async fn build(config: &Config) -> anyhow::Result<Lifecycle> {
-    let lifecycle_config = LifecycleConfig {
+    let mut lifecycle_config = LifecycleConfig {
         manager_name: config.manager.clone(),
         ..LifecycleConfig::default()
     };
+    if let Some(timeout) = config.registry.timeout {
+        lifecycle_config.resolve_timeout = timeout;
+    }
+    if let Some(interval) = config.registry.check_interval {
+        let floor = lifecycle_config.freshness.floor;
+        if interval < floor {
+            bail!(
+                "registry.check_interval: {} is below the floor of {} (checks that often \
+                 spend registries' rate limits)",
+                humantime::format_duration(interval),
+                humantime::format_duration(floor)
+            );
+        }
+        lifecycle_config.freshness.interval = interval;
+    }
     let mut builder = Lifecycle::builder().config(lifecycle_config);
+    let mut kubernetes = None;
     builder = match config.backend {
         Backend::Local => builder.orchestrator(Arc::new(LocalOrchestrator::new())),
         Backend::Docker => {
@@ -28,23 +53,105 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Lifecycle> {
                 .build()
                 .await
                 .context("connecting to the Docker engine")?;
-            let resolver = DockerDistributionResolver::new(docker.docker().clone());
+            let builder = match config.registry.resolver {
+                ResolverSetting::Engine => {
+                    let mut resolver = DockerDistributionResolver::new(docker.docker().clone());
+                    if let Some(timeout) = config.registry.timeout {
+                        resolver = resolver.with_timeout(timeout);
+                    }
+                    builder.resolver(Arc::new(resolver))
+                }
+                ResolverSetting::Direct => builder.resolver(Arc::new(direct_resolver(config))),
+            };
+            builder.orchestrator(Arc::new(docker))
+        }
+        Backend::Kubernetes => {
+            let settings = kubernetes_config(&config.kubernetes, &config.manager);
+            let mut orchestrator = KubernetesOrchestrator::builder().config(settings.clone());
+            if let Some(context) = &config.kubernetes.context {
+                orchestrator = orchestrator.context(context);
+            }
+            let orchestrator = orchestrator
+                .build()
+                .await
+                .context("connecting to the Kubernetes cluster")?;
+            let mut resolver =
+                PullSecretResolver::builder(orchestrator.client().clone(), &settings);
+            for registry in &config.registry.insecure_registries {
+                resolver = resolver.insecure_registry(registry);
+            }
+            if let Some(timeout) = config.registry.timeout {
+                resolver = resolver.timeout(timeout);
+            }
+            kubernetes = Some(orchestrator.clone());
             builder
-                .orchestrator(Arc::new(docker))
-                .resolver(Arc::new(resolver))
+                .orchestrator(Arc::new(orchestrator))
+                .resolver(Arc::new(resolver.build()))
         }
     };
-    if let Some(path) = &config.store {
-        let store = RedbStore::open(path)
-            .with_context(|| format!("opening the store {}", path.display()))?;
-        builder = builder.store(Arc::new(store));
-    }
+    builder = match &config.store {
+        StoreChoice::InMemory => builder.store(Arc::new(InMemoryStore::new())),
+        StoreChoice::Redb(path) => {
+            let store = RedbStore::open(path)
+                .with_context(|| format!("opening the store {}", path.display()))?;
+            builder.store(Arc::new(store))
+        }
+        StoreChoice::Kubernetes => {
+            let Some(orchestrator) = &kubernetes else {
+                bail!("store.kubernetes needs the kubernetes backend");
+            };
+            let store = KubernetesStore::builder()
+                .client(orchestrator.client().clone())
+                .namespace(orchestrator.namespace())
+                .name(&config.manager)
+                .build()
+                .await
+                .context("opening the store in the cluster")?;
+            builder.store(Arc::new(store))
+        }
+    };
     builder
         .build()
         .await
         .context("starting the lifecycle manager")
 }
 
+/// A resolver that asks registries itself (Docker config credentials).
+fn direct_resolver(config: &Config) -> RegistryResolver {
+    let mut resolver = RegistryResolver::builder();
+    for registry in &config.registry.insecure_registries {
+        resolver = resolver.insecure_registry(registry);
+    }
+    if let Some(timeout) = config.registry.timeout {
+        resolver = resolver.timeout(timeout);
+    }
+    resolver.build()
+}
+
+/// The Kubernetes backend's settings from mcpd's: the library's defaults
+/// (restricted pods, adoption of labelled Deployments) where mcpd sets none.
+fn kubernetes_config(settings: &KubernetesSettings, manager: &str) -> KubernetesConfig {
+    let defaults = KubernetesConfig::default();
+    KubernetesConfig {
+        namespace: settings
+            .namespace
+            .clone()
+            .unwrap_or(defaults.namespace.clone()),
+        field_manager: manager.to_owned(),
+        pod_access: match settings.pod_access {
+            PodAccessSetting::PodIp => PodAccess::PodIp,
+            PodAccessSetting::PortForward => PodAccess::PortForward,
+        },
+        exposure: match settings.exposure {
+            ExposureSetting::ClusterIp => ServiceExposure::ClusterIp,
+            ExposureSetting::NodePort => ServiceExposure::NodePort,
+            ExposureSetting::LoadBalancer => ServiceExposure::LoadBalancer,
+        },
+        image_pull_secrets: settings.image_pull_secrets.clone(),
+        service_account: settings.service_account.clone(),
+        ..defaults
+    }
+}
 /// The spec files at `path`: the file itself, or the `*.yaml`, `*.yml` and
 /// `*.json` files of a directory, sorted by name.
 pub(crate) fn spec_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {

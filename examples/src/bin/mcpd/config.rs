@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
@@ -57,6 +58,16 @@ pub(crate) struct Flags {
     /// On SIGTERM/SIGINT, stop every server instead of detaching from them.
     #[arg(long)]
     pub(crate) stop_servers_on_exit: bool,
+    /// The Kubernetes namespace servers run in (kubernetes backend).
+    #[arg(long)]
+    pub(crate) namespace: Option<String>,
+    /// The kubeconfig context to use instead of the current one.
+    #[arg(long)]
+    pub(crate) kube_context: Option<String>,
+    /// A registry reached over plain HTTP for update checks (repeatable;
+    /// added to the file's `registry.insecure_registries`).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub(crate) insecure_registries: Vec<String>,
 }
 
 /// Which runtime runs the servers.
@@ -68,6 +79,9 @@ pub(crate) enum Backend {
     Local,
     /// Docker or Podman containers (they outlive mcpd and are adopted again).
     Docker,
+    /// One Deployment per server on a Kubernetes cluster (they outlive
+    /// mcpd and are adopted again).
+    Kubernetes,
 }
 
 /// What to do with the servers when mcpd is told to exit.
@@ -109,6 +123,99 @@ pub(crate) struct FileConfig {
     /// The name mcpd labels its workloads with.
     #[serde(default)]
     pub(crate) manager: Option<String>,
+    /// The Kubernetes backend's settings.
+    #[serde(default)]
+    pub(crate) kubernetes: KubernetesSettings,
+    /// Image update checks: how registries are reached and how often.
+    #[serde(default)]
+    pub(crate) registry: RegistrySettings,
+}
+
+/// The Kubernetes backend's settings (the cluster is the one the
+/// kubeconfig names: `KUBECONFIG`, `~/.kube/config`, or the pod's service
+/// account when mcpd runs in the cluster).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KubernetesSettings {
+    /// The namespace servers run in. Default: `default`.
+    #[serde(default)]
+    pub(crate) namespace: Option<String>,
+    /// The kubeconfig context (default: the current one).
+    #[serde(default)]
+    pub(crate) context: Option<String>,
+    /// How probes and MCP calls reach pods: `pod_ip` (mcpd runs inside the
+    /// cluster network, the default) or `port_forward` (through the API
+    /// server, for an mcpd outside the cluster).
+    #[serde(default)]
+    pub(crate) pod_access: PodAccessSetting,
+    /// How a server's Service is exposed.
+    #[serde(default)]
+    pub(crate) exposure: ExposureSetting,
+    /// Image pull secrets in the namespace, given to every pod and used for
+    /// update checks.
+    #[serde(default)]
+    pub(crate) image_pull_secrets: Vec<String>,
+    /// The service account pods run as (default: the namespace's).
+    #[serde(default)]
+    pub(crate) service_account: Option<String>,
+}
+
+/// How mcpd reaches pods (see [`mcp_lifecycle_k8s::PodAccess`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PodAccessSetting {
+    /// At the pod IP.
+    #[default]
+    PodIp,
+    /// Through the API server's port-forward.
+    PortForward,
+}
+
+/// How Services are exposed (see [`mcp_lifecycle_k8s::ServiceExposure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ExposureSetting {
+    /// `ClusterIP`.
+    #[default]
+    ClusterIp,
+    /// `NodePort`.
+    NodePort,
+    /// `LoadBalancer`.
+    LoadBalancer,
+}
+
+/// Image update checks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegistrySettings {
+    /// Who asks the registry, with the docker backend: `engine` (the
+    /// default: the Docker engine, with its mirrors, insecure registries
+    /// and credentials) or `direct` (mcpd itself, with the Docker config's
+    /// credentials and `insecure_registries`). The kubernetes backend always
+    /// asks directly, with the namespace's image pull secrets.
+    #[serde(default)]
+    pub(crate) resolver: ResolverSetting,
+    /// Registries (`host[:port]`) reached over plain HTTP.
+    #[serde(default)]
+    pub(crate) insecure_registries: Vec<String>,
+    /// How long one resolution may take. Default: 10 s.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) timeout: Option<Duration>,
+    /// Time between a server's update checks. Default: 15 min; at least
+    /// 5 min (the floor keeps registries' rate limits).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) check_interval: Option<Duration>,
+}
+
+/// Who resolves image tags to digests with the docker backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ResolverSetting {
+    /// The Docker engine.
+    #[default]
+    Engine,
+    /// mcpd, over HTTPS (HTTP for `insecure_registries`).
+    Direct,
 }
 
 /// Where state lives.
@@ -121,6 +228,11 @@ pub(crate) struct StoreConfig {
     /// Keep state in memory only.
     #[serde(default)]
     pub(crate) in_memory: bool,
+    /// Keep state in the cluster (ConfigMaps and Leases in the backend's
+    /// namespace), so mcpd needs no disk and several mcpd share it. Only
+    /// with the kubernetes backend.
+    #[serde(default)]
+    pub(crate) kubernetes: bool,
 }
 
 /// One bearer token: its value (inline or from an environment variable) and role.
@@ -166,8 +278,8 @@ pub(crate) struct Config {
     pub(crate) listen: SocketAddr,
     /// The runtime backend.
     pub(crate) backend: Backend,
-    /// The redb file, or `None` for the in-memory store.
-    pub(crate) store: Option<PathBuf>,
+    /// Where state lives.
+    pub(crate) store: StoreChoice,
     /// Specs applied at start.
     pub(crate) specs: Option<PathBuf>,
     /// The accepted tokens (hashed).
@@ -178,6 +290,31 @@ pub(crate) struct Config {
     pub(crate) on_exit: OnExit,
     /// The name mcpd labels its workloads with (only its own are touched).
     pub(crate) manager: String,
+    /// The Kubernetes backend's settings.
+    pub(crate) kubernetes: KubernetesSettings,
+    /// Image update checks.
+    pub(crate) registry: RegistrySettings,
+}
+
+/// Where mcpd keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreChoice {
+    /// Nothing survives a restart.
+    InMemory,
+    /// A redb file.
+    Redb(PathBuf),
+    /// ConfigMaps and Leases in the Kubernetes backend's namespace.
+    Kubernetes,
+}
+
+impl std::fmt::Display for StoreChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreChoice::InMemory => f.write_str("in memory"),
+            StoreChoice::Redb(path) => write!(f, "{}", path.display()),
+            StoreChoice::Kubernetes => f.write_str("in the cluster"),
+        }
+    }
 }
 
 /// The default manager name: mcpd's workloads are its own.
@@ -208,14 +345,43 @@ impl Config {
                 .parse()
                 .context("the default listen address")?,
         };
-        // A --store flag overrides the file's `in_memory`, as every flag does.
-        let in_memory = flags.in_memory || (file.store.in_memory && flags.store.is_none());
-        let store = (!in_memory).then(|| {
-            flags
-                .store
-                .or(file.store.path)
-                .unwrap_or_else(|| PathBuf::from("mcpd.redb"))
-        });
+        let backend = flags.backend.or(file.backend).unwrap_or_default();
+        // A --store or --in-memory flag overrides the file's choice, as
+        // every flag does.
+        let store = if flags.in_memory {
+            StoreChoice::InMemory
+        } else if let Some(path) = flags.store {
+            StoreChoice::Redb(path)
+        } else if file.store.kubernetes {
+            if file.store.in_memory || file.store.path.is_some() {
+                bail!("store: give one of `path`, `in_memory` and `kubernetes`");
+            }
+            if backend != Backend::Kubernetes {
+                bail!(
+                    "store.kubernetes: the store is kept in the cluster only with the kubernetes backend"
+                );
+            }
+            StoreChoice::Kubernetes
+        } else if file.store.in_memory {
+            StoreChoice::InMemory
+        } else {
+            StoreChoice::Redb(
+                file.store
+                    .path
+                    .unwrap_or_else(|| PathBuf::from("mcpd.redb")),
+            )
+        };
+        let mut kubernetes = file.kubernetes;
+        if let Some(namespace) = flags.namespace {
+            kubernetes.namespace = Some(namespace);
+        }
+        if let Some(context) = flags.kube_context {
+            kubernetes.context = Some(context);
+        }
+        let mut registry = file.registry;
+        registry
+            .insecure_registries
+            .extend(flags.insecure_registries);
         let mut tokens = TokenSet::default();
         for t in &file.tokens {
             let value = match (&t.token, &t.token_env) {
@@ -246,7 +412,7 @@ impl Config {
         allowed_programs.extend(flags.allow_programs);
         Ok(Config {
             listen,
-            backend: flags.backend.or(file.backend).unwrap_or_default(),
+            backend,
             store,
             specs: flags.specs.or(file.specs),
             tokens,
@@ -260,6 +426,8 @@ impl Config {
             } else {
                 file.on_exit
             },
+            kubernetes,
+            registry,
         })
     }
 }
@@ -311,7 +479,10 @@ manager: gateway-a
         let c = Config::merge(file, flags(&[]), &env).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(c.backend, Backend::Docker);
-        assert_eq!(c.store, Some(PathBuf::from("/var/lib/mcpd/state.redb")));
+        assert_eq!(
+            c.store,
+            StoreChoice::Redb(PathBuf::from("/var/lib/mcpd/state.redb"))
+        );
         assert_eq!(c.on_exit, OnExit::Stop);
         assert_eq!(c.manager, "gateway-a");
         assert_eq!(c.tokens.role_of("s3cret-read"), Some(Role::ReadOnly));
@@ -330,7 +501,7 @@ manager: gateway-a
         let c = Config::merge(file, f, &env).unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.backend, Backend::Local);
-        assert_eq!(c.store, None);
+        assert_eq!(c.store, StoreChoice::InMemory);
         assert_eq!(c.allowed_programs, ["/usr/bin/a", "/usr/bin/b"]);
     }
 
@@ -345,9 +516,50 @@ manager: gateway-a
         )
         .unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.store, Some(PathBuf::from("mcpd.redb")));
+        assert_eq!(c.store, StoreChoice::Redb(PathBuf::from("mcpd.redb")));
         assert_eq!(c.on_exit, OnExit::Detach);
         assert_eq!(c.manager, DEFAULT_MANAGER);
+    }
+
+    #[test]
+    fn the_kubernetes_backend_and_registry_settings_are_read() {
+        let file = parse_file(
+            "backend: kubernetes\nstore: { kubernetes: true }\n\
+             kubernetes: { namespace: mcp, pod_access: port_forward, exposure: node_port }\n\
+             registry: { insecure_registries: [reg.local:5000], timeout: 3s, check_interval: 10m }\n\
+             tokens: [{ name: a, role: admin, token: a-long-token }]\n",
+        )
+        .unwrap();
+        let c = Config::merge(
+            file,
+            flags(&[
+                "--namespace",
+                "other",
+                "--insecure-registry",
+                "127.0.0.1:5000",
+            ]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.backend, Backend::Kubernetes);
+        assert_eq!(c.store, StoreChoice::Kubernetes);
+        assert_eq!(c.kubernetes.namespace.as_deref(), Some("other"));
+        assert_eq!(c.kubernetes.pod_access, PodAccessSetting::PortForward);
+        assert_eq!(c.kubernetes.exposure, ExposureSetting::NodePort);
+        assert_eq!(
+            c.registry.insecure_registries,
+            ["reg.local:5000", "127.0.0.1:5000"]
+        );
+        assert_eq!(c.registry.timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.registry.check_interval, Some(Duration::from_secs(600)));
+
+        // The cluster store needs the cluster backend.
+        let file = parse_file(
+            "store: { kubernetes: true }\ntokens: [{ name: a, role: admin, token: a-long-token }]\n",
+        )
+        .unwrap();
+        let err = Config::merge(file, flags(&[]), &env).unwrap_err();
+        assert!(err.to_string().contains("store.kubernetes"), "{err}");
     }
 
     #[test]

@@ -92,7 +92,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let app = routes::router(state.clone(), tokens);
     tracing::info!(
         backend = ?config.backend,
-        store = %config.store.as_ref().map_or("in memory".to_owned(), |p| p.display().to_string()),
+        store = %config.store,
         "mcpd listening on http://{local}"
     );
     axum::serve(listener, app)

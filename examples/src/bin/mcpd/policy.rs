@@ -8,6 +8,8 @@
 //! drops every capability, sets `no-new-privileges`, mounts only a tmpfs and
 //! attaches its own network), so there is nothing for this policy to refuse
 //! there yet; when the spec grows such fields, their checks belong here.
+//! Kubernetes: the same holds for pods (the restricted Pod Security profile,
+//! no service account token, a read-only root filesystem).
 
 use mcp_lifecycle::{ServerSpec, Source, ValidationError};
 
@@ -38,6 +40,14 @@ impl Policy {
                     &spec.name,
                     "source.command",
                     "mcpd runs the docker backend, which runs images only (source.image)",
+                ));
+            }
+            (Backend::Kubernetes, Source::Command(_)) => {
+                return Err(ValidationError::single(
+                    &spec.name,
+                    "source.command",
+                    "mcpd runs the kubernetes backend, which runs images (source.image) or \
+                     adopts Deployments (source.existing)",
                 ));
             }
             (Backend::Local, Source::Image(_)) => {
@@ -106,6 +116,10 @@ mod tests {
         let docker = Policy::new(Backend::Docker, vec![]);
         assert!(docker.admit(&image).is_ok());
         let err = docker.admit(&spec("/usr/bin/ok")).unwrap_err();
+        assert!(err.names_field("source.command"), "{err}");
+        let cluster = Policy::new(Backend::Kubernetes, vec!["/usr/bin/ok".into()]);
+        assert!(cluster.admit(&image).is_ok());
+        let err = cluster.admit(&spec("/usr/bin/ok")).unwrap_err();
         assert!(err.names_field("source.command"), "{err}");
     }
 }

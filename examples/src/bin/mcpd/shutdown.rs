@@ -68,6 +68,9 @@ pub(crate) async fn finish(lifecycle: Arc<Lifecycle>, on_exit: OnExit, backend: 
                 Backend::Docker => tracing::info!(
                     "detached: containers keep running for the next mcpd on this store to adopt"
                 ),
+                Backend::Kubernetes => tracing::info!(
+                    "detached: Deployments keep running for the next mcpd on this store to adopt"
+                ),
                 // The local backend's processes are mcpd's children: they end
                 // with it, and the next mcpd starts them again from the store.
                 Backend::Local => tracing::info!(
