@@ -36,7 +36,6 @@ pub(crate) struct StartQuery {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct StatusBody {
     /// The status.
-    #[schema(value_type = Object)]
     pub(crate) status: ServerStatus,
 }
 
@@ -178,7 +177,6 @@ pub(crate) async fn update_policy(
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct UpdateBody {
     /// Freshness, digests, last check and failure, next check.
-    #[schema(value_type = Object)]
     pub(crate) update: UpdateStatus,
 }
 
