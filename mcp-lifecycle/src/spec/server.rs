@@ -226,7 +226,7 @@ pub enum Transport {
     /// Streamable HTTP on a port and path.
     Http {
         /// The port the server listens on inside its workload.
-        #[cfg_attr(feature = "openapi", schema(maximum = 65535))]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
         port: u16,
         /// The MCP endpoint path, at most 4096 bytes. Default: `/mcp`.
         #[serde(default = "default_http_path", deserialize_with = "de::string")]
@@ -235,7 +235,7 @@ pub enum Transport {
     /// The legacy HTTP+SSE transport on a port and path.
     Sse {
         /// The port the server listens on inside its workload.
-        #[cfg_attr(feature = "openapi", schema(maximum = 65535))]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
         port: u16,
         /// The SSE endpoint path, at most 4096 bytes. Default: `/sse`.
         #[serde(default = "default_sse_path", deserialize_with = "de::string")]
@@ -369,6 +369,7 @@ pub struct HealthSpec {
     pub timeout: Duration,
     /// Consecutive failures that make an instance unhealthy. Default: 3.
     #[serde(default = "default_failure_threshold")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub failure_threshold: u32,
     /// How long a started instance may take to become ready before the start
     /// counts as failed. Default: 60 s.
