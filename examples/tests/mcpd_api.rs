@@ -330,6 +330,21 @@ async fn tokens_roles_and_error_codes_are_enforced() {
     let (status, body) = post("application/yaml", &spec_yaml("Not_A_Name", MCPD)).await;
     assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
     assert_eq!(body["field"], "name", "{body}");
+    // Valid YAML with an integer wider than 64 bits is YAML (found by the
+    // API fuzzer): the field that cannot hold it is named.
+    let wide = format!(
+        "name: wide\nsource: {{ command: {{ program: \"{MCPD}\" }} }}\n\
+         health: {{ readiness: {{ tool: t, arguments: {{ n: {} }} }} }}\n",
+        u128::MAX
+    );
+    let (status, body) = post("application/yaml", &wide).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert!(
+        body["field"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("health.readiness.arguments")),
+        "{body}"
+    );
 
     // The allow-list: an admin token is not a shell on the host.
     let (status, body) = post("application/yaml", &spec_yaml("shell", "/bin/sh")).await;
@@ -429,6 +444,86 @@ async fn the_openapi_document_lists_every_route() {
         "bearer"
     );
     assert!(doc["components"]["schemas"]["ApiError"].is_object());
+}
+
+/// The schema named by `reference` (`#/components/schemas/NAME`) in `doc`.
+fn schema<'a>(doc: &'a Value, reference: &Value) -> &'a Value {
+    let name = reference
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        .unwrap_or_else(|| panic!("not a schema reference: {reference}"));
+    &doc["components"]["schemas"][name]
+}
+
+/// Every key of `value` is a property of `object_schema`, and every
+/// required property is a key of `value`.
+fn assert_keys_fit(what: &str, object_schema: &Value, value: &Value) {
+    let properties = object_schema["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: no properties in {object_schema}"));
+    let keys = value.as_object().unwrap();
+    for key in keys.keys() {
+        assert!(
+            properties.contains_key(key),
+            "{what}: {key} is not in the schema"
+        );
+    }
+    for required in object_schema["required"].as_array().unwrap() {
+        let required = required.as_str().unwrap();
+        assert!(
+            keys.contains_key(required),
+            "{what}: {required} is required but not sent"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_the_status_mcpd_sends() {
+    let d = start_mcpd(&[]);
+    let (_, doc) = d
+        .call(Method::GET, "/api/v1/openapi.json", Some(READER), None)
+        .await;
+    // Apply takes a ServerSpec, in JSON and YAML.
+    let apply = &doc["paths"]["/api/v1/servers"]["post"]["requestBody"]["content"];
+    for media in ["application/json", "application/yaml"] {
+        let spec = schema(&doc, &apply[media]["schema"]["$ref"]);
+        assert!(
+            spec["properties"]["stop_grace_period"]["type"] == "string",
+            "{spec}"
+        );
+    }
+    let spec = json!({"name": "s", "source": {"command": {"program": MCPD, "args": ["serve-mcp-test-server"]}}});
+    let (status, _) = d.admin(Method::POST, "/api/v1/servers", Some(spec)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, view) = d
+        .admin(
+            Method::POST,
+            "/api/v1/servers/s/start?wait=true&timeout=30s",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let sent = &view["status"];
+    let view_schema = &doc["components"]["schemas"]["StatusBody"];
+    let status_schema = schema(&doc, &view_schema["properties"]["status"]["$ref"]);
+    assert_keys_fit("ServerStatus", status_schema, sent);
+    let instance_schema = schema(
+        &doc,
+        &status_schema["properties"]["instances"]["items"]["$ref"],
+    );
+    assert_keys_fit("InstanceStatus", instance_schema, &sent["instances"][0]);
+    let update_schema = schema(&doc, &status_schema["properties"]["update"]["$ref"]);
+    assert_keys_fit("UpdateStatus", update_schema, &sent["update"]);
+    let event_schema = schema(
+        &doc,
+        &status_schema["properties"]["recent_events"]["items"]["$ref"],
+    );
+    assert_keys_fit("LifecycleEvent", event_schema, &sent["recent_events"][0]);
+    let phases = schema(&doc, &status_schema["properties"]["phase"]["$ref"])["enum"].clone();
+    assert!(
+        phases.as_array().unwrap().contains(&sent["phase"]),
+        "{phases} {sent}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

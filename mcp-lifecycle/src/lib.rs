@@ -45,6 +45,11 @@
 //! - `tracing-subscriber` (default): [`secret::redacting`], the redacting
 //!   `MakeWriter` for `tracing_subscriber::fmt` (below).
 //! - `testing`: [`testing`] fakes and conformance suites.
+//! - `openapi`: `utoipa::ToSchema` on the types a host's HTTP API exposes
+//!   ([`ServerSpec`] and its parts, [`ServerStatus`], [`InstanceStatus`],
+//!   [`UpdateStatus`], [`LifecycleEvent`], [`ports::Endpoint`]), each schema
+//!   matching the type's serde form: durations are humantime strings
+//!   (`30s`), timestamps milliseconds since the epoch.
 //!
 //! ## Logging safely
 //!

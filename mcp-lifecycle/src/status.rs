@@ -17,6 +17,7 @@ use crate::time::Timestamp;
 /// One server's status: a consistent snapshot, current as of the server's
 /// latest reconcile pass (a pass that changes nothing it shows keeps it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerStatus {
     /// The server's name.
     pub name: String,
@@ -54,6 +55,7 @@ pub struct ServerStatus {
 
 /// One instance's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceStatus {
     /// Its id.
     pub id: InstanceId,
@@ -73,6 +75,7 @@ pub struct InstanceStatus {
 
 /// Something that happened to a server or instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LifecycleEvent {
     /// When.
     pub at: Timestamp,
@@ -88,6 +91,7 @@ pub struct LifecycleEvent {
 
 /// Kinds of [`LifecycleEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleEventKind {
     /// A spec was created or changed.

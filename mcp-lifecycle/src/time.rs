@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 /// Milliseconds since the Unix epoch. Stored in records, so it is wall-clock
 /// time that means the same thing to every host sharing a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct Timestamp(u64);
 

@@ -49,6 +49,7 @@ pub mod labels {
 /// The identity of one instance: `<server>-<n>`, unique for the server's life.
 /// Reused when a failed instance is retried in place.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct InstanceId(String);
 
@@ -210,6 +211,7 @@ pub enum Connection {
 /// Where a host can hand a server out: one address the runtime serves it at
 /// (not a single instance: readiness per instance is the probes' business).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Endpoint {
     /// What kind of address it is.
     pub kind: EndpointKind,
@@ -219,6 +221,7 @@ pub struct Endpoint {
 
 /// Kinds of [`Endpoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointKind {
     /// A cluster-internal virtual IP (Kubernetes `ClusterIP`).

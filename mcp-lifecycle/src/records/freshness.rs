@@ -15,6 +15,7 @@ const MAX_MESSAGE: usize = 300;
 
 /// The last failed check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckFailureRecord {
     /// When.
     pub at: Timestamp,
@@ -49,6 +50,7 @@ pub struct FreshnessRecord {
 
 /// Image update status, as [`crate::ServerStatus`] shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateStatus {
     /// The freshness state.
     pub state: Freshness,

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 /// spec.validate(&Default::default()).unwrap();
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServerSpec {
     /// The server's name: an RFC 1123 label (lowercase letters, digits and
@@ -73,6 +74,7 @@ pub struct ServerSpec {
     pub labels: BTreeMap<String, String>,
     /// How long a graceful stop waits before killing. Default: 10 s.
     #[serde(default = "default_stop_grace", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10s"))]
     pub stop_grace_period: Duration,
 }
 
@@ -163,6 +165,7 @@ struct WorkloadShape<'a> {
 /// What runs: a container image, a local command, or a workload the runtime
 /// already runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
     /// A container image reference (`registry/repo:tag` or `repo@sha256:…`).
@@ -185,6 +188,7 @@ pub enum Source {
 
 /// A local program to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Command {
     /// The program: a path, or a name looked up on `PATH`. At most 4095
@@ -213,6 +217,7 @@ pub struct Command {
 
 /// How MCP is spoken to an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Transport {
     /// JSON-RPC over the process's stdin/stdout.
@@ -221,6 +226,7 @@ pub enum Transport {
     /// Streamable HTTP on a port and path.
     Http {
         /// The port the server listens on inside its workload.
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
         port: u16,
         /// The MCP endpoint path, at most 4096 bytes. Default: `/mcp`.
         #[serde(default = "default_http_path", deserialize_with = "de::string")]
@@ -229,6 +235,7 @@ pub enum Transport {
     /// The legacy HTTP+SSE transport on a port and path.
     Sse {
         /// The port the server listens on inside its workload.
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
         port: u16,
         /// The SSE endpoint path, at most 4096 bytes. Default: `/sse`.
         #[serde(default = "default_sse_path", deserialize_with = "de::string")]
@@ -249,6 +256,7 @@ fn default_sse_path() -> String {
 /// Its `Deserialize` is written by hand (in `de.rs`) so that an unknown key, a
 /// wrong type or a missing source is reported at the entry's path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnvEntry {
     /// The variable's name: `[A-Za-z_][A-Za-z0-9_]*`.
     pub name: String,
@@ -277,6 +285,7 @@ impl EnvEntry {
 
 /// Where an environment variable's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EnvSource {
     /// A literal value, stored in the spec.
@@ -289,6 +298,7 @@ pub enum EnvSource {
 /// A reference to a secret: which secret, and which key in it. Only the
 /// reference is ever stored or printed, never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// The secret's name.
@@ -318,6 +328,7 @@ impl std::fmt::Display for SecretRef {
 /// Resource limits. Values use Kubernetes quantity syntax: memory `"256Mi"`,
 /// `"1Gi"`, `"500M"` or bytes; CPU `"500m"` or `"1.5"` cores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Memory limit. Default: the backend's (512 MiB for containers).
@@ -338,6 +349,7 @@ pub struct Resources {
 
 /// How health is checked by speaking MCP.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HealthSpec {
     /// The liveness check. Default: `tools/list`.
@@ -349,16 +361,20 @@ pub struct HealthSpec {
     pub readiness: Option<ReadinessCall>,
     /// Time between liveness probes. Default: 30 s.
     #[serde(default = "default_interval", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     pub interval: Duration,
     /// How long one probe may take. Default: 10 s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10s"))]
     pub timeout: Duration,
     /// Consecutive failures that make an instance unhealthy. Default: 3.
     #[serde(default = "default_failure_threshold")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub failure_threshold: u32,
     /// How long a started instance may take to become ready before the start
     /// counts as failed. Default: 60 s.
     #[serde(default = "default_startup_timeout", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "60s"))]
     pub startup_timeout: Duration,
 }
 
@@ -390,6 +406,7 @@ impl Default for HealthSpec {
 
 /// The liveness check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum LivenessCheck {
     /// `tools/list` must answer without a JSON-RPC error.
@@ -401,6 +418,7 @@ pub enum LivenessCheck {
 
 /// A tool call used as a probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReadinessCall {
     /// The tool's name: 1 to 128 characters, as MCP asks of tool names.
@@ -409,6 +427,7 @@ pub struct ReadinessCall {
     /// Its arguments: a JSON object, nested at most 32 levels deep (the
     /// object itself is the first). Default: `{}`.
     #[serde(default = "empty_object", deserialize_with = "de::arguments")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub arguments: serde_json::Value,
 }
 
@@ -418,6 +437,7 @@ fn empty_object() -> serde_json::Value {
 
 /// Whether image updates are checked for and rolled out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePolicy {
     /// Check the registry for a newer digest of the configured tag. Default: on.

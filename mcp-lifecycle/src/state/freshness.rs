@@ -91,6 +91,7 @@ impl FreshnessPolicy {
 
 /// Why a check failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CheckFailure {
     /// The registry could not be reached.
@@ -120,6 +121,7 @@ impl From<ResolveFailure> for CheckFailure {
 
 /// Why a rollout failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutFailure {
     /// Every verification ran and the new digest was never ready everywhere.
@@ -130,6 +132,7 @@ pub enum RolloutFailure {
 
 /// The freshness of one server's image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum Freshness {
     /// Never checked.

@@ -8,6 +8,7 @@ use super::instance::InstancePhase;
 
 /// A server's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ServerPhase {
     /// Desired 0 and nothing left running.

@@ -2,12 +2,16 @@
 //! and small JSON bodies, each with the error a caller can act on — 400
 //! `malformed` when the text is not JSON/YAML at all, 415 for another media
 //! type, 422 `invalid` naming the field when it parses but does not fit.
+//!
+//! Whether a body is JSON or YAML at all is asked with [`IgnoredAny`], which
+//! takes every value the syntax allows: a document with an integer wider than
+//! 64 bits is still YAML, and the field that cannot hold it is named (422).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use mcp_lifecycle::ServerSpec;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::errors::{ApiError, leading_path};
 
@@ -85,12 +89,12 @@ impl<S: Send + Sync> FromRequest<S> for SpecBody {
         let text = text_of(request).await?;
         let spec = match format {
             Format::Json => {
-                serde_json::from_str::<serde_json::Value>(&text)
+                serde_json::from_str::<IgnoredAny>(&text)
                     .map_err(|e| ApiError::malformed(format!("the body is not JSON: {e}")))?;
                 ServerSpec::from_json(&text)?
             }
             Format::Yaml => {
-                serde_norway::from_str::<serde_norway::Value>(&text)
+                serde_norway::from_str::<IgnoredAny>(&text)
                     .map_err(|e| ApiError::malformed(format!("the body is not YAML: {e}")))?;
                 ServerSpec::from_yaml(&text)?
             }
@@ -109,7 +113,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
         format_of(&request, false)?;
         let text = text_of(request).await?;
-        serde_json::from_str::<serde_json::Value>(&text)
+        serde_json::from_str::<IgnoredAny>(&text)
             .map_err(|e| ApiError::malformed(format!("the body is not JSON: {e}")))?;
         let mut de = serde_json::Deserializer::from_str(&text);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {

@@ -17,7 +17,9 @@ use crate::routes::{actions, events, health, logs, servers};
         actions::check_updates, logs::server, logs::instance, events::stream,
         health::healthz, health::readyz, crate::metrics::serve, serve,
     ),
-    components(schemas(crate::errors::ApiError)),
+    components(schemas(
+        crate::errors::ApiError, mcp_lifecycle::LifecycleEvent, actions::StopModeParam,
+    )),
     modifiers(&BearerAuth),
 )]
 pub(crate) struct ApiDoc;

@@ -36,7 +36,6 @@ pub(crate) struct StartQuery {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct StatusBody {
     /// The status.
-    #[schema(value_type = Object)]
     pub(crate) status: ServerStatus,
 }
 
@@ -178,7 +177,6 @@ pub(crate) async fn update_policy(
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct UpdateBody {
     /// Freshness, digests, last check and failure, next check.
-    #[schema(value_type = Object)]
     pub(crate) update: UpdateStatus,
 }
 
@@ -186,6 +184,8 @@ pub(crate) struct UpdateBody {
 #[utoipa::path(post, path = "/api/v1/servers/{name}/check-updates", tag = "actions",
     params(("name" = String, Path, description = "The server's name")),
     responses((status = 200, body = UpdateBody), (status = 404, body = ApiError),
+        (status = 422, body = ApiError, description = "The server's source has no image to \
+            check, or mcpd has no image resolver (the local backend)"),
         (status = 503, body = ApiError), (status = 401, body = ApiError),
         (status = 403, body = ApiError)),
     security(("bearer" = [])))]

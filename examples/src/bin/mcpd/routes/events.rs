@@ -31,7 +31,7 @@ pub(crate) struct EventsQuery {
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventsQuery),
     responses((status = 200, content_type = "text/event-stream",
         description = "One SSE event per lifecycle event: `event:` is its kind, `data:` the \
-                       event as JSON (at, server, instance, kind, message)"),
+                       event as JSON (a `LifecycleEvent`: at, server, instance, kind, message)"),
         (status = 401, body = ApiError)),
     security(("bearer" = [])))]
 pub(crate) async fn stream(

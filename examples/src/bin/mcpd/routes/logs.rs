@@ -19,6 +19,7 @@ pub(crate) const MAX_TAIL: usize = 10_000;
 pub(crate) struct LogsQuery {
     /// The last N lines of each instance (at most 10000). Default: 100.
     #[serde(default)]
+    #[param(maximum = 10000)]
     pub(crate) tail: Option<usize>,
 }
 

@@ -18,7 +18,6 @@ use crate::state::AppState;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct ServerList {
     /// By name.
-    #[schema(value_type = Vec<Object>)]
     pub(crate) servers: Vec<ServerStatus>,
 }
 
@@ -27,11 +26,9 @@ pub(crate) struct ServerList {
 pub(crate) struct ServerView {
     /// Phase, counts, instances (state, attempt, next retry, reason,
     /// digests), update state and the latest events.
-    #[schema(value_type = Object)]
     pub(crate) status: ServerStatus,
     /// Addresses of the server as a whole (empty where instances are
     /// reached one by one).
-    #[schema(value_type = Vec<Object>)]
     pub(crate) endpoints: Vec<Endpoint>,
 }
 
@@ -41,7 +38,6 @@ pub(crate) struct Applied {
     /// `created`, `updated` (instances are replaced rolling) or `unchanged`.
     pub(crate) outcome: String,
     /// The server's status after the apply.
-    #[schema(value_type = Object)]
     pub(crate) status: ServerStatus,
 }
 
@@ -98,7 +94,7 @@ async fn apply_spec(
 /// `Content-Type: application/yaml`). An unchanged spec is a no-op.
 #[utoipa::path(post, path = "/api/v1/servers", tag = "servers",
     request_body(description = "A server spec (mcp-lifecycle's ServerSpec)",
-        content((Object = "application/json"), (Object = "application/yaml"))),
+        content((ServerSpec = "application/json"), (ServerSpec = "application/yaml"))),
     responses((status = 201, body = Applied, description = "Created"),
         (status = 200, body = Applied, description = "Updated or unchanged"),
         (status = 400, body = ApiError), (status = 415, body = ApiError),
@@ -116,7 +112,7 @@ pub(crate) async fn apply(
 #[utoipa::path(put, path = "/api/v1/servers/{name}", tag = "servers",
     params(("name" = String, Path, description = "The server's name")),
     request_body(description = "A server spec (mcp-lifecycle's ServerSpec)",
-        content((Object = "application/json"), (Object = "application/yaml"))),
+        content((ServerSpec = "application/json"), (ServerSpec = "application/yaml"))),
     responses((status = 201, body = Applied, description = "Created"),
         (status = 200, body = Applied, description = "Updated or unchanged"),
         (status = 400, body = ApiError), (status = 415, body = ApiError),
