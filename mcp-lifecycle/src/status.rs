@@ -47,10 +47,30 @@ pub struct ServerStatus {
     pub instances: Vec<InstanceStatus>,
     /// The most recent events, oldest first (bounded).
     pub recent_events: Vec<LifecycleEvent>,
+    /// Running totals since this process began managing the server.
+    #[serde(default)]
+    pub counters: ServerCounters,
     /// When this snapshot was computed: by the latest pass (or host call)
     /// that changed something it shows. Later passes that found nothing new
     /// leave it, so it is not a heartbeat.
     pub observed_at: Timestamp,
+}
+
+/// Running totals of what happened to a server's instances, counted by this
+/// process since it began managing the server (a restarted host starts from
+/// zero, as Prometheus counters do): for gateways' metrics and alerts, where
+/// an instance's `attempt` resets after a stable run and cannot say how
+/// often it failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerCounters {
+    /// Instances that became failed (a crash, a failed start, or an
+    /// instance killed for failing its liveness probes).
+    pub failures: u64,
+    /// Failed instances started again (each a restart after backoff).
+    pub restarts: u64,
+    /// Readiness and liveness probes that failed.
+    pub probe_failures: u64,
 }
 
 /// One instance's status.

@@ -133,6 +133,7 @@ async fn crash_loop_drops_back_and_escalates_in_place() {
     assert_eq!(s.phase, ServerPhase::Failed, "{}", s.to_table());
     assert_eq!(s.instances[0].attempt, 1);
     assert!(s.instances[0].reason.as_deref().unwrap().contains("code 3"));
+    assert_eq!((s.counters.failures, s.counters.restarts), (1, 0));
     let retry_at = s.instances[0].next_retry_at.unwrap();
     // The retry is in the future: left alone and counted against the budget.
     advance(Duration::from_secs(5)).await;
@@ -149,11 +150,13 @@ async fn crash_loop_drops_back_and_escalates_in_place() {
     assert_eq!(s.instances[0].phase, "ready", "{}", s.to_table());
     assert_eq!(s.instances[0].attempt, 1, "attempt kept after a retry");
     assert_eq!(h.runtime.instance(&id).unwrap().start_count, 2);
+    assert_eq!((s.counters.failures, s.counters.restarts), (1, 1));
     // A second crash escalates the backoff.
     h.runtime.crash(&id, 3).unwrap();
     advance(Duration::from_millis(100)).await;
     let s = status(&h, "echo").await;
     assert_eq!(s.instances[0].attempt, 2);
+    assert_eq!((s.counters.failures, s.counters.restarts), (2, 1));
     let wait = s.instances[0].next_retry_at.unwrap() - h.clock.now();
     assert!(
         wait > Duration::from_secs(19) && wait <= Duration::from_secs(20),
@@ -276,6 +279,9 @@ async fn unhealthy_then_restarted_by_probes() {
     assert_eq!(s.instances[0].phase, "unhealthy", "{}", s.to_table());
     assert_eq!(s.phase, ServerPhase::Degraded);
     assert_eq!(s.health(), HealthSummary::Unhealthy, "nothing ready");
+    // Three failed probes at 30 s intervals made it unhealthy.
+    assert_eq!(s.counters.probe_failures, 3);
+    assert_eq!(s.counters.failures, 0);
     // Three more failures → killed and failed, then retried in place.
     advance(Duration::from_secs(90)).await;
     let s = status(&h, "flaky").await;
@@ -287,10 +293,13 @@ async fn unhealthy_then_restarted_by_probes() {
             .unwrap()
             .contains("JSON-RPC")
     );
+    assert_eq!(s.counters.probe_failures, 6, "twice the threshold kills it");
+    assert_eq!((s.counters.failures, s.counters.restarts), (1, 0));
     h.prober.heal("flaky");
     advance(Duration::from_secs(15)).await;
     let s = status(&h, "flaky").await;
     assert_eq!(s.instances[0].phase, "ready", "{}", s.to_table());
+    assert_eq!((s.counters.failures, s.counters.restarts), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]

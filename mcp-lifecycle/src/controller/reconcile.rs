@@ -346,6 +346,7 @@ impl Pass<'_> {
         if before.phase.may_be_running() && !after.phase.may_be_running() {
             self.shared.forget_sessions(id);
         }
+        count(&mut st.counters, event, &before.phase, &after.phase);
         if after != before {
             // Starting, Ready and Unhealthy are observed, not decided: a host
             // that restarts re-derives them by probing. Only what a restart
@@ -1022,6 +1023,26 @@ pub(super) fn error_backoff(streak: u32) -> Duration {
     Duration::from_secs(1u64 << shift).min(Duration::from_secs(30))
 }
 
+/// Adds one step of an instance to its server's running totals.
+fn count(
+    counters: &mut crate::status::ServerCounters,
+    event: &InstanceEvent,
+    before: &InstancePhase,
+    after: &InstancePhase,
+) {
+    if matches!(event, InstanceEvent::ProbeFailed { .. }) {
+        counters.probe_failures += 1;
+    }
+    match (before, after) {
+        (InstancePhase::Failed { .. }, InstancePhase::Failed { .. }) => {}
+        (_, InstancePhase::Failed { .. }) => counters.failures += 1,
+        (InstancePhase::Failed { .. }, InstancePhase::Pending | InstancePhase::Starting { .. }) => {
+            counters.restarts += 1;
+        }
+        _ => {}
+    }
+}
+
 /// Builds a server's status from its state, without its recent events
 /// (`publish` and `status_now` add them).
 fn status_of(name: &str, st: &ServerState, observed: &ObservedMap, now: Timestamp) -> ServerStatus {
@@ -1091,6 +1112,7 @@ fn status_of(name: &str, st: &ServerState, observed: &ObservedMap, now: Timestam
         update: crate::records::freshness::UpdateStatus::from(&st.update.value),
         instances,
         recent_events: Vec::new(),
+        counters: st.counters,
         observed_at: now,
     }
 }

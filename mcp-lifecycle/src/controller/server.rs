@@ -71,6 +71,8 @@ pub(crate) struct ServerState {
     pub(crate) update: Versioned<crate::records::freshness::FreshnessRecord>,
     /// The ready instances after the last pass.
     pub(crate) ready: Vec<InstanceId>,
+    /// Running totals the status shows.
+    pub(crate) counters: crate::status::ServerCounters,
 }
 
 /// An instance record and whether it has unsaved changes.
@@ -116,6 +118,7 @@ impl ServerState {
                 version: None,
             },
             ready: Vec::new(),
+            counters: Default::default(),
         };
         state.set_record(record);
         state
