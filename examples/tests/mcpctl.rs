@@ -535,3 +535,50 @@ fn flags_beat_environment_beats_config_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.yaml"));
 }
+
+#[test]
+fn a_failing_server_shows_its_retries_and_a_wait_that_times_out_fails() {
+    let d = start_mcpd(&[]);
+    let ctl = Ctl::new(&d);
+    let spec = ctl.home.path().join("crash.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: crash\nsource:\n  command:\n    program: \"{MCPD}\"\n    \
+             args: [serve-mcp-test-server, --exit-immediately-code, \"3\"]\n"
+        ),
+    )
+    .unwrap();
+    ctl.ok(&["apply", "-f", spec.to_str().unwrap()]);
+
+    // The wait ends with mcpd's 504 and the server's last failure.
+    let out = ctl.run_as(ADMIN, &["start", "crash", "--wait", "--timeout", "2s"]);
+    let stderr = assert_refused(&out, 504, "timeout");
+    assert!(stderr.contains("crash"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // describe shows the failed instance with its attempt and reason.
+    let mut described = String::new();
+    wait_until(Duration::from_secs(60), "a failed instance", || {
+        described = ctl.ok(&["describe", "server", "crash"]);
+        described
+            .lines()
+            .any(|l| l.trim_start().starts_with("crash-") && l.contains(" failed "))
+    });
+    let line = described
+        .lines()
+        .find(|l| l.trim_start().starts_with("crash-") && l.contains(" failed "))
+        .unwrap();
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    let attempt: u32 = cells[2].parse().unwrap();
+    assert!(attempt >= 1, "{described}");
+    assert!(
+        !line.ends_with("<none>"),
+        "a failed instance has a reason: {described}"
+    );
+    assert!(described.contains("failed"), "{described}");
+}

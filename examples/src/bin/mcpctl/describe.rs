@@ -134,6 +134,7 @@ pub(crate) fn describe(view: &ServerView, now: Timestamp) -> String {
         out.push_str(&indented(&crate::events::events_table(
             &s.recent_events,
             now,
+            false,
         )));
     }
     out

@@ -19,11 +19,20 @@ fn kind_name(event: &LifecycleEvent) -> String {
         .unwrap_or_default()
 }
 
-/// Recent events as a table: when, server, instance, kind, message.
-pub(crate) fn events_table(events: &[LifecycleEvent], now: Timestamp) -> String {
-    let mut table = output::table(["AGE", "SERVER", "INSTANCE", "KIND", "MESSAGE"]);
+/// Recent events as a table: when, server (when `with_server`), instance,
+/// kind, message.
+pub(crate) fn events_table(events: &[LifecycleEvent], now: Timestamp, with_server: bool) -> String {
+    let header = ["AGE", "SERVER", "INSTANCE", "KIND", "MESSAGE"];
+    let keep = |i: &usize| with_server || *i != 1;
+    let mut table = output::table(
+        header
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep(i))
+            .map(|(_, h)| h),
+    );
     for e in events {
-        table.add_row([
+        let cells = [
             output::relative(e.at, now),
             e.server.clone(),
             e.instance
@@ -31,7 +40,14 @@ pub(crate) fn events_table(events: &[LifecycleEvent], now: Timestamp) -> String 
                 .map_or_else(|| NONE.to_owned(), ToString::to_string),
             kind_name(e),
             e.message.clone(),
-        ]);
+        ];
+        table.add_row(
+            cells
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| keep(i))
+                .map(|(_, c)| c),
+        );
     }
     output::render(table)
 }
@@ -85,7 +101,7 @@ pub(crate) async fn run(ctx: &Context, args: &EventsArgs) -> anyhow::Result<()> 
             }
         }
         None if recent.is_empty() => output::emit("No events.\n")?,
-        None => output::emit(&events_table(&recent, Timestamp::now_system()))?,
+        None => output::emit(&events_table(&recent, Timestamp::now_system(), true))?,
     }
     let Some(mut stream) = stream else {
         return Ok(());
