@@ -17,6 +17,9 @@
 //! `PROXY_BENCH_CLIENTS` (concurrent clients, default 32),
 //! `PROXY_BENCH_CLIENT_CALLS` (calls per concurrent client, default 100),
 //! `PROXY_BENCH_WARMUP` (untimed calls per client first, default 50).
+//! `PROXY_BENCH_UPSTREAM=stdio` makes mcpd reach the managed server over
+//! stdio instead of streamable HTTP (the direct baseline stays HTTP), to
+//! see what the second HTTP hop costs.
 #![allow(clippy::print_stdout)]
 
 use std::io::{BufRead, BufReader};
@@ -274,12 +277,20 @@ async fn run() -> anyhow::Result<()> {
     let direct_url = format!("http://127.0.0.1:{direct_port}/mcp");
     let proxy_url = format!("{base}/mcp/echo");
 
-    // The managed server: the same test server over streamable HTTP.
+    // The managed server: the same test server, over streamable HTTP
+    // unless asked otherwise.
+    let over_stdio = std::env::var("PROXY_BENCH_UPSTREAM").is_ok_and(|v| v == "stdio");
+    let (args, transport) = if over_stdio {
+        ("[serve-mcp-test-server]", "stdio")
+    } else {
+        (
+            "[serve-mcp-test-server, --transport, http]",
+            "{ http: { port: 8080, path: /mcp } }",
+        )
+    };
     let spec = format!(
-        "name: echo\nsource:\n  command:\n    program: \"{MCPD}\"\n    \
-         args: [serve-mcp-test-server, --transport, http]\n\
-         transport: {{ http: {{ port: 8080, path: /mcp }} }}\n\
-         env:\n  - {{ name: RUST_LOG, value: warn }}\n"
+        "name: echo\nsource:\n  command:\n    program: \"{MCPD}\"\n    args: {args}\n\
+         transport: {transport}\nenv:\n  - {{ name: RUST_LOG, value: warn }}\n"
     );
     let http = reqwest::Client::new();
     let applied = http
@@ -315,7 +326,12 @@ async fn run() -> anyhow::Result<()> {
 
     println!(
         "tools/call echo, direct to the test server vs through mcpd's /mcp/echo \
-         (streamable HTTP, release build)"
+         (streamable HTTP; mcpd to the server over {}; release build)",
+        if over_stdio {
+            "stdio"
+        } else {
+            "streamable HTTP"
+        }
     );
     let direct = measure(&direct_url, None, 1, warmup, calls).await?;
     let proxy = measure(&proxy_url, Some(TOKEN), 1, warmup, calls).await?;
