@@ -1,7 +1,8 @@
 //! Bearer-token authentication and role checks for the API. Owns the
 //! [`TokenSet`] (tokens kept only as SHA-256 digests, compared in constant
 //! time), the [`Role`]s, and the middleware that answers 401 for a missing
-//! or unknown token and 403 for a read-only token asking for a change.
+//! or unknown token and 403 for a read-only token asking the REST API for a
+//! change (the MCP endpoints take any valid token: MCP calls are reads).
 //! Refusals are logged with the method, path and peer, never the token.
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::errors::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Role {
-    /// Reads only: list, get, logs, events, the OpenAPI document.
+    /// Reads only: list, get, logs, events, the OpenAPI document, MCP calls.
     ReadOnly,
     /// Everything.
     Admin,
@@ -102,12 +103,9 @@ fn is_change(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Middleware: authenticates the bearer token and enforces the role.
-pub(crate) async fn require_token(
-    State(tokens): State<Arc<TokenSet>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The name and role of the request's bearer token, or the refusal
+/// (logged here, without the token).
+fn authenticate<'t>(tokens: &'t TokenSet, request: &Request) -> Result<(&'t str, Role), ApiError> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -117,28 +115,45 @@ pub(crate) async fn require_token(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let Some((name, role)) = presented.and_then(|t| tokens.lookup(t)) else {
+    presented.and_then(|t| tokens.lookup(t)).ok_or_else(|| {
         tracing::warn!(
-            %method,
-            %path,
+            method = %request.method(),
+            path = %request.uri().path(),
             presented = presented.is_some(),
             "refused a request without a valid token"
         );
-        let mut response = ApiError::new(
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid bearer token is required (Authorization: Bearer TOKEN)",
         )
-        .into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return response;
+    })
+}
+
+/// The 401 answer, with the challenge header.
+fn unauthorized(refusal: ApiError) -> Response {
+    let mut response = refusal.into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// Middleware for the REST API: authenticates the bearer token and enforces
+/// the role (a change needs an admin token).
+pub(crate) async fn require_token(
+    State(tokens): State<Arc<TokenSet>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (name, role) = match authenticate(&tokens, &request) {
+        Ok(found) => found,
+        Err(refusal) => return unauthorized(refusal),
     };
-    if role == Role::ReadOnly && is_change(&method) {
+    let method = request.method();
+    let path = request.uri().path();
+    if role == Role::ReadOnly && is_change(method) {
         tracing::warn!(%method, %path, token = name, "refused a change asked with a read-only token");
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -149,6 +164,23 @@ pub(crate) async fn require_token(
     }
     tracing::debug!(%method, %path, token = name, "authenticated");
     next.run(request).await
+}
+
+/// Middleware for the MCP endpoints: any valid token will do. MCP calls are
+/// reads in mcpd's roles (they use servers, they do not change what runs),
+/// even though MCP over HTTP sends them as POST (and ends sessions with DELETE).
+pub(crate) async fn require_mcp_token(
+    State(tokens): State<Arc<TokenSet>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match authenticate(&tokens, &request) {
+        Ok((name, _)) => {
+            tracing::debug!(path = %request.uri().path(), token = name, "authenticated an MCP request");
+            next.run(request).await
+        }
+        Err(refusal) => unauthorized(refusal),
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `mcpd`: a gateway daemon that embeds [`mcp_lifecycle::Lifecycle`] and
 //! serves a REST API for it under `/api/v1` (servers, actions, logs, an
-//! event stream, its own OpenAPI document), behind bearer tokens with
-//! read-only and admin roles.
+//! event stream, its own OpenAPI document) and MCP over streamable HTTP
+//! (`/mcp/{server}` proxies a session to one server, `/mcp` aggregates
+//! them all), behind bearer tokens with read-only and admin roles.
 //!
 //! ```text
 //! MCPD_ADMIN_TOKEN=change-me-please cargo run --bin mcpd -- --in-memory \
@@ -14,13 +15,15 @@
 //! One concern per module: [`config`] (file and flags), [`backend`] (the
 //! lifecycle manager and configured specs), [`auth`], [`policy`]
 //! (allow-lists), [`body`] (request bodies), [`errors`], [`routes`] (one
-//! file per resource), [`openapi`], [`metrics`], [`shutdown`].
+//! file per resource), [`mcp`] (the MCP endpoints), [`openapi`],
+//! [`metrics`], [`shutdown`].
 
 mod auth;
 mod backend;
 mod body;
 mod config;
 mod errors;
+mod mcp;
 mod metrics;
 mod openapi;
 mod policy;

@@ -1,7 +1,8 @@
 //! `/metrics` in the Prometheus (OpenMetrics) text format: per-server gauges
 //! of desired, ready, starting, unhealthy and failed instances, built with
 //! prometheus-client from a fresh status listing at each scrape (so a deleted
-//! server's series disappear with it). Open, like the probes.
+//! server's series disappear with it), and the MCP proxy's call counters
+//! ([`crate::mcp::counters`]). Open, like the probes.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -71,6 +72,7 @@ pub(crate) async fn render(state: &AppState) -> Result<String, std::fmt::Error> 
     for (name, help, family) in families {
         registry.register(name, help, family);
     }
+    state.proxy_counters.register(&mut registry);
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)

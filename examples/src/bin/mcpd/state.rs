@@ -1,5 +1,6 @@
-//! What every handler shares: the [`Lifecycle`], the admission policy, and
-//! the shutdown signal long-lived responses (event streams) end on.
+//! What every handler shares: the [`Lifecycle`], the admission policy, the
+//! MCP endpoints and their call counters, and the shutdown signal
+//! long-lived responses (event streams, MCP sessions) end on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mcp_lifecycle::Lifecycle;
 use tokio_util::sync::CancellationToken;
 
+use crate::mcp::McpEndpoints;
+use crate::mcp::counters::ProxyCounters;
+use crate::mcp::upstream::Upstreams;
 use crate::policy::Policy;
 
 /// The handlers' shared state.
@@ -18,6 +22,10 @@ pub(crate) struct AppState {
     pub(crate) policy: Arc<Policy>,
     /// Cancelled when mcpd starts shutting down.
     pub(crate) shutdown: CancellationToken,
+    /// The MCP services behind `/mcp` and `/mcp/{server}`.
+    pub(crate) mcp: McpEndpoints,
+    /// Proxied `tools/call` counts, for `/metrics`.
+    pub(crate) proxy_counters: ProxyCounters,
     ready: Arc<AtomicBool>,
 }
 
@@ -28,10 +36,17 @@ impl AppState {
         policy: Policy,
         shutdown: CancellationToken,
     ) -> Self {
+        let proxy_counters = ProxyCounters::default();
+        let mcp = McpEndpoints::new(
+            Upstreams::new(lifecycle.clone(), proxy_counters.clone()),
+            &shutdown,
+        );
         AppState {
             lifecycle,
             policy: Arc::new(policy),
             shutdown,
+            mcp,
+            proxy_counters,
             ready: Arc::new(AtomicBool::new(true)),
         }
     }

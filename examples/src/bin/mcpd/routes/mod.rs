@@ -1,5 +1,6 @@
-//! The HTTP surface: every route, the bearer-token layer over `/api`, and
-//! JSON answers for unknown routes and wrong methods. One file per resource.
+//! The HTTP surface: every route, the bearer-token layers over `/api` and
+//! `/mcp`, and JSON answers for unknown routes and wrong methods. One file
+//! per resource; the MCP endpoints are [`crate::mcp`]'s.
 
 pub(crate) mod actions;
 pub(crate) mod events;
@@ -10,9 +11,9 @@ pub(crate) mod servers;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, patch, post};
+use axum::routing::{any, get, patch, post};
 
-use crate::auth::{TokenSet, require_token};
+use crate::auth::{TokenSet, require_mcp_token, require_token};
 use crate::errors::{no_route, wrong_method};
 use crate::openapi;
 use crate::state::AppState;
@@ -45,9 +46,20 @@ pub(crate) fn router(state: AppState, tokens: Arc<TokenSet>) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .route_layer(axum::middleware::from_fn_with_state(tokens, require_token));
+        .route_layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            require_token,
+        ));
+    let mcp = Router::new()
+        .route("/mcp", any(crate::mcp::aggregate_endpoint))
+        .route("/mcp/{server}", any(crate::mcp::server_endpoint))
+        .route_layer(axum::middleware::from_fn_with_state(
+            tokens,
+            require_mcp_token,
+        ));
     Router::new()
         .nest("/api/v1", api)
+        .merge(mcp)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(crate::metrics::serve))
