@@ -182,6 +182,60 @@ async fn a_server_goes_through_its_whole_lifecycle_over_the_api() {
         metrics.contains("mcpd_server_ready_instances{server=\"echo\"} 2"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("mcpd_server_update_state{server=\"echo\",state=\"unknown\"} 1"),
+        "{metrics}"
+    );
+
+    // A server that exits at once: its failures are counted, and /metrics
+    // says what its status says.
+    let crashy = format!(
+        "{}env:\n  - {{ name: MCP_TEST_EXIT_IMMEDIATELY_CODE, value: \"3\" }}\n",
+        spec_yaml("crashy", MCPD)
+    );
+    let (status, body) = d
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(ADMIN),
+            Some(("application/yaml", crashy)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failures = loop {
+        let (_, body) = d.admin(Method::GET, "/api/v1/servers/crashy", None).await;
+        let failures = body["status"]["counters"]["failures"].as_u64().unwrap_or(0);
+        if failures >= 1 {
+            break failures;
+        }
+        assert!(Instant::now() < deadline, "no failure counted: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let metrics = Client::new()
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mcpd_server_failures_total{server=\"crashy\"} "))
+        .unwrap_or_else(|| panic!("no failure counter for crashy: {metrics}"))
+        .parse()
+        .unwrap();
+    // Later failures may land between the two reads, never fewer.
+    assert!(counted >= failures, "{counted} < {failures}: {metrics}");
+    assert!(
+        metrics.contains("mcpd_server_restarts_total{server=\"crashy\"}"),
+        "{metrics}"
+    );
+    let (status, _) = d
+        .admin(Method::DELETE, "/api/v1/servers/crashy", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 
     // Update policy toggles, and a check now.
     let (status, body) = d

@@ -1,7 +1,9 @@
 //! `/metrics` in the Prometheus (OpenMetrics) text format: per-server gauges
-//! of desired, ready, starting, unhealthy and failed instances, built with
-//! prometheus-client from a fresh status listing at each scrape (so a deleted
-//! server's series disappear with it), and the MCP proxy's call counters
+//! of desired, ready, starting, unhealthy and failed instances and of the
+//! update state, and counters of instance failures, restarts and failed
+//! probes (the status's running totals), built with prometheus-client from a
+//! fresh status listing at each scrape (so a deleted server's series
+//! disappear with it); and the MCP proxy's call counters
 //! ([`crate::mcp::counters`]). Open, like the probes.
 
 use axum::extract::State;
@@ -9,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -19,6 +22,13 @@ use crate::state::AppState;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ServerLabel {
     server: String,
+}
+
+/// A server and its update state (`up-to-date`, `update-available`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpdateStateLabel {
+    server: String,
+    state: String,
 }
 
 /// The OpenMetrics text media type.
@@ -53,10 +63,42 @@ pub(crate) async fn render(state: &AppState) -> Result<String, std::fmt::Error> 
             Family::default(),
         ),
     ];
+    let totals: [(&str, &str, Family<ServerLabel, Counter>); 3] = [
+        (
+            "mcpd_server_failures",
+            "Instances that became failed (crash, failed start, liveness kill)",
+            Family::default(),
+        ),
+        (
+            "mcpd_server_restarts",
+            "Failed instances started again",
+            Family::default(),
+        ),
+        (
+            "mcpd_server_probe_failures",
+            "Readiness and liveness probes that failed",
+            Family::default(),
+        ),
+    ];
+    let update_state = Family::<UpdateStateLabel, Gauge>::default();
     for status in state.lifecycle.list().await {
         let label = ServerLabel {
             server: status.name.clone(),
         };
+        let counts = [
+            status.counters.failures,
+            status.counters.restarts,
+            status.counters.probe_failures,
+        ];
+        for ((_, _, family), value) in totals.iter().zip(counts) {
+            family.get_or_create(&label).inc_by(value);
+        }
+        update_state
+            .get_or_create(&UpdateStateLabel {
+                server: status.name.clone(),
+                state: status.update.state.name().to_owned(),
+            })
+            .set(1);
         let values = [
             status.desired,
             status.ready,
@@ -72,6 +114,14 @@ pub(crate) async fn render(state: &AppState) -> Result<String, std::fmt::Error> 
     for (name, help, family) in families {
         registry.register(name, help, family);
     }
+    for (name, help, family) in totals {
+        registry.register(name, help, family);
+    }
+    registry.register(
+        "mcpd_server_update_state",
+        "The server's image update state (1 for its current state)",
+        update_state,
+    );
     state.proxy_counters.register(&mut registry);
     let mut out = String::new();
     encode(&mut out, &registry)?;
@@ -81,7 +131,7 @@ pub(crate) async fn render(state: &AppState) -> Result<String, std::fmt::Error> 
 /// Serves the gauges.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, content_type = "application/openmetrics-text",
-        description = "Per-server instance gauges in the OpenMetrics text format")))]
+        description = "Per-server instance gauges, update state, failure, restart and probe-failure counters, and MCP proxy call counters in the OpenMetrics text format")))]
 pub(crate) async fn serve(State(state): State<AppState>) -> Response {
     match render(&state).await {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
