@@ -1,7 +1,9 @@
 //! mcpd on the Docker backend, as a real process: a server applied over the
-//! API runs as a container, survives mcpd's exit (detach), and the next mcpd
-//! on the same redb file adopts it (same instance, still ready) and reports
-//! the same servers; deleting removes the container. Needs a Docker engine
+//! API runs as a container, `mcpctl` shows it ready, its `echo` tool answers
+//! through `/mcp/{server}` and the aggregated `/mcp`, it survives mcpd's exit
+//! (detach), and the next mcpd on the same redb file adopts it (same
+//! instance, still ready) and reports the same servers; deleting removes the
+//! container. Needs a Docker engine
 //! and the test image of `scripts/test-images.sh`; skips with the reason
 //! otherwise, and fails instead under `MCP_LIFECYCLE_REQUIRE_DOCKER=1`.
 
@@ -119,6 +121,26 @@ async fn a_restarted_mcpd_adopts_the_containers_it_left_running() {
     let instance = body["status"]["instances"][0]["id"].clone();
     let running = containers(&manager);
     assert_eq!(running.len(), 1, "{running:?}");
+
+    // mcpctl sees it ready; its tools answer through both MCP endpoints.
+    let out = Command::new(env!("CARGO_BIN_EXE_mcpctl"))
+        .args(["--server", &d.base, "--token", common::READER])
+        .args(["get", "servers", "-o", "json"])
+        .env_remove("MCPCTL_CONFIG")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dock = listed["servers"]
+        .as_array()
+        .and_then(|servers| servers.iter().find(|s| s["name"] == "dock"))
+        .unwrap_or_else(|| panic!("mcpctl does not list dock: {listed}"));
+    assert_eq!(dock["ready"], 1, "{dock}");
+    for (path, tool) in [("/mcp/dock", "echo"), ("/mcp", "dock__echo")] {
+        let answer = common::call_tool(&d, path, tool, "hello from docker").await;
+        assert!(answer.contains("hello from docker"), "{path}: {answer}");
+    }
 
     terminate(&mut d).await;
     assert_eq!(

@@ -195,3 +195,28 @@ pub(crate) async fn terminate(d: &mut Mcpd) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Calls `tool` with `{"text": text}` over MCP at `path` (`/mcp/NAME` or
+/// `/mcp`) with the read-only token, and returns the result's text.
+pub(crate) async fn call_tool(d: &Mcpd, path: &str, tool: &str, text: &str) -> String {
+    use rmcp::ServiceExt;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let config = StreamableHttpClientTransportConfig::with_uri(d.url(path)).auth_header(READER);
+    let client =
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .unwrap_or_else(|e| panic!("initialize at {path}: {e}"));
+    let mut params = rmcp::model::CallToolRequestParams::new(tool.to_owned());
+    params.arguments = serde_json::json!({ "text": text }).as_object().cloned();
+    let result = client
+        .call_tool(params)
+        .await
+        .unwrap_or_else(|e| panic!("{tool} at {path}: {e}"));
+    let _ = client.cancel().await;
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
