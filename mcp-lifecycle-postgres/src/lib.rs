@@ -13,6 +13,8 @@
 //! - On sqlx with its connection pool; password and TLS (rustls) from the
 //!   connection URL.
 //!
+//! Needs PostgreSQL 11 or newer (the crate's tests run on Debian's 15).
+//!
 //! It passes the core's store conformance suite
 //! (`mcp_lifecycle::testing::store_conformance`) against a real PostgreSQL.
 //!

@@ -56,6 +56,59 @@ async fn schemas_keep_stores_apart() {
     assert_eq!(sb.list("servers").await.unwrap()[0].value, b"b".to_vec());
 }
 
+/// Corners the conformance suite leaves open: `delete` expecting `Absent`,
+/// versions and tokens beyond what PostgreSQL's `bigint` holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preconditions_and_numbers_the_suite_does_not_cover() {
+    let Some(schema) = TestSchema::new("preconditions_and_numbers_the_suite_does_not_cover") else {
+        return;
+    };
+    let store = schema.store().await;
+    store
+        .delete("c", "missing", Precondition::Absent, None)
+        .await
+        .expect("deleting a missing record expecting Absent is a no-op");
+    let v = store
+        .put("c", "k", b"v".to_vec(), Precondition::Absent, None)
+        .await
+        .unwrap();
+    let error = store
+        .delete("c", "k", Precondition::Absent, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::VersionConflict { .. }), "{error}");
+    let error = store
+        .put(
+            "c",
+            "k",
+            b"x".to_vec(),
+            Precondition::At(mcp_lifecycle::ports::Version(u64::MAX)),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::VersionConflict { .. }), "{error}");
+    // A token above any granted one is not older than the newest: it passes.
+    let lease = store
+        .acquire_lease("l", "a", TTL, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let far = mcp_lifecycle::ports::Fence {
+        lease: lease.key.clone(),
+        token: u64::MAX,
+    };
+    let v2 = store
+        .put("c", "k", b"y".to_vec(), Precondition::At(v), Some(&far))
+        .await
+        .unwrap();
+    assert!(v2 > v);
+    assert_eq!(
+        store.get("c", "k").await.unwrap().map(|r| r.value),
+        Some(b"y".to_vec())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hosts_racing_for_a_lease_one_wins_and_stale_writes_are_fenced() {
     let test = "two_hosts_racing_for_a_lease_one_wins_and_stale_writes_are_fenced";
