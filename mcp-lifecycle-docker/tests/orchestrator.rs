@@ -445,10 +445,15 @@ async fn http_servers_are_reached_per_the_access_option() {
         };
         let container = orch.container_id(&spec.id).await.unwrap().unwrap();
         let inspect = docker.inspect_container(&container, None).await.unwrap();
+        // A port with a host binding, not merely a key: Podman lists the
+        // exposed port with no binding where Docker lists nothing.
         let published = inspect
             .host_config
             .and_then(|h| h.port_bindings)
-            .is_some_and(|b| !b.is_empty());
+            .is_some_and(|b| {
+                b.values()
+                    .any(|bindings| bindings.as_ref().is_some_and(|v| !v.is_empty()))
+            });
         match access {
             HttpAccess::PublishedLoopback => {
                 assert!(url.starts_with("http://127.0.0.1:"), "{url}");
