@@ -376,6 +376,34 @@ async fn the_resolver_classifies_failures() {
         .resolve("127.0.0.1:1/mcp-lifecycle/none:v1")
         .await
         .unwrap_err();
+    let version = docker.version().await.unwrap();
+    let podman = version
+        .components
+        .iter()
+        .flatten()
+        .any(|c| c.name.contains("Podman"));
+    if podman {
+        // Podman has no distribution endpoint: every resolution says so,
+        // naming the resolver to use instead, rather than "not found".
+        assert_eq!(
+            resolver.classify(&unreachable),
+            ResolveFailure::Unsupported,
+            "{unreachable}"
+        );
+        assert!(
+            unreachable.to_string().contains("RegistryResolver"),
+            "{unreachable}"
+        );
+        let Some((registry_image, _)) = registry(test, &images).await else {
+            return;
+        };
+        let tagged = resolver
+            .resolve(&format!("{registry_image}:v1"))
+            .await
+            .unwrap_err();
+        assert_eq!(resolver.classify(&tagged), ResolveFailure::Unsupported);
+        return;
+    }
     assert_eq!(
         resolver.classify(&unreachable),
         ResolveFailure::Unreachable,
