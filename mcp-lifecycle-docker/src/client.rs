@@ -47,8 +47,31 @@ pub(crate) async fn negotiate(docker: Docker) -> mcp_lifecycle::Result<Docker> {
         .await
         .map_err(|e| Error::unavailable(ENGINE, format!("ping failed: {e}")))?;
     let version = docker.client_version();
-    tracing::debug!(api_version = %version, "connected to the container engine");
+    let engine = engine_name(&docker).await;
+    tracing::info!(%engine, api_version = %version, "connected to the container engine");
     Ok(docker)
+}
+
+/// The engine's name and version as it reports them: `Podman Engine 4.3.1`,
+/// `Docker Engine - Community 20.10.24`; `unknown engine` if it won't say.
+pub(crate) async fn engine_name(docker: &Docker) -> String {
+    let Ok(version) = docker.version().await else {
+        return "unknown engine".to_owned();
+    };
+    let number = version.version.clone().unwrap_or_default();
+    // Podman names itself in its components; its platform is the OS.
+    if let Some(podman) = version
+        .components
+        .iter()
+        .flatten()
+        .find(|c| c.name.contains("Podman"))
+    {
+        return format!("{} {}", podman.name, podman.version);
+    }
+    match version.platform.map(|p| p.name) {
+        Some(name) if !name.is_empty() => format!("{name} {number}"),
+        _ => format!("engine {number}"),
+    }
 }
 
 /// The HTTP status of an engine error response, if it is one.

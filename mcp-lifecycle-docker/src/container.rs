@@ -255,16 +255,38 @@ pub(crate) async fn create(
     }
 }
 
+/// How often an inspect whose answer does not parse is asked again.
+const INSPECT_PARSE_RETRIES: u32 = 10;
+
+/// How long to wait before asking again.
+const INSPECT_PARSE_RETRY_WAIT: Duration = Duration::from_millis(50);
+
 /// Inspects a container by name or id; `None` if it does not exist.
+///
+/// Podman reports `"Status": "stopped"` for about 100 ms after a container
+/// exits, a state Docker's API (and so bollard's model) does not have, and
+/// the answer does not parse. Such an answer is asked for again, a few times
+/// 50 ms apart, until the container has settled as `exited`.
 pub(crate) async fn inspect(
     docker: &Docker,
     target: &str,
     what: &str,
 ) -> Result<Option<ContainerInspectResponse>> {
-    match docker.inspect_container(target, None).await {
-        Ok(found) => Ok(Some(found)),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(engine_error(format!("inspecting {what}"), e)),
+    let mut retries = 0;
+    loop {
+        match docker.inspect_container(target, None).await {
+            Ok(found) => return Ok(Some(found)),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(bollard::errors::Error::JsonDataError { message, .. })
+                if retries < INSPECT_PARSE_RETRIES =>
+            {
+                retries += 1;
+                tracing::debug!(container = %target, %message, retries,
+                    "the engine's inspect answer did not parse (a transient state?); asking again");
+                tokio::time::sleep(INSPECT_PARSE_RETRY_WAIT).await;
+            }
+            Err(e) => return Err(engine_error(format!("inspecting {what}"), e)),
+        }
     }
 }
 

@@ -70,13 +70,34 @@ impl DigestCache {
 /// The digest of the repo digest (`repo@sha256:…`) whose repository is the
 /// one `configured` names. An image known only under other repositories (a
 /// local tag of a pushed image) has no running digest for this reference.
+///
+/// Docker keeps one repo digest per repository: the manifest it last pulled
+/// that content by. Podman lists every name it has seen the image under
+/// crossed with every digest it has seen, so one repository can show several
+/// digests, only one of which the tag was pulled by; the list's order says
+/// nothing about which. Several distinct digests for the repository are
+/// therefore no answer (unknown, never a guess that depends on order).
 pub(crate) fn choose(repo_digests: &[String], configured: &str) -> Option<String> {
     let want = ImageRef::parse(configured).repository();
-    repo_digests.iter().find_map(|entry| {
-        let (repo, digest) = entry.rsplit_once('@')?;
-        (is_sha256_digest(digest) && ImageRef::parse(repo).repository() == want)
-            .then(|| digest.to_owned())
-    })
+    let mut found: Option<&str> = None;
+    for entry in repo_digests {
+        let Some((repo, digest)) = entry.rsplit_once('@') else {
+            continue;
+        };
+        if !is_sha256_digest(digest) || ImageRef::parse(repo).repository() != want {
+            continue;
+        }
+        match found {
+            None => found = Some(digest),
+            Some(seen) if seen == digest => {}
+            Some(_) => {
+                tracing::debug!(image = %configured, ?repo_digests,
+                    "the image has several digests for its repository; its running digest is unknown");
+                return None;
+            }
+        }
+    }
+    found.map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -97,6 +118,29 @@ mod tests {
             Some(B)
         );
         assert_eq!(choose(&digests, "elsewhere/x:1"), None);
+    }
+
+    #[test]
+    fn several_digests_for_the_repository_are_no_answer_in_any_order() {
+        // Podman's shape: every name crossed with every digest, sorted.
+        let mut digests = vec![
+            format!("127.0.0.1:5000/mcp-test-server@{A}"),
+            format!("127.0.0.1:5000/mcp-test-server@{B}"),
+            format!("localhost/mcp-lifecycle/test-server@{A}"),
+            format!("localhost/mcp-lifecycle/test-server@{B}"),
+        ];
+        assert_eq!(choose(&digests, "127.0.0.1:5000/mcp-test-server:v1"), None);
+        digests.reverse();
+        assert_eq!(choose(&digests, "127.0.0.1:5000/mcp-test-server:v1"), None);
+        // The same digest listed twice is still one answer.
+        let twice = vec![
+            format!("127.0.0.1:5000/mcp-test-server@{A}"),
+            format!("127.0.0.1:5000/mcp-test-server@{A}"),
+        ];
+        assert_eq!(
+            choose(&twice, "127.0.0.1:5000/mcp-test-server:v1").as_deref(),
+            Some(A)
+        );
     }
 
     #[test]

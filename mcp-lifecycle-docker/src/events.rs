@@ -2,8 +2,8 @@
 //! shared by every subscriber.
 //!
 //! This module owns one watcher task per orchestrator: it subscribes to the
-//! engine's container events (`start`, `die`, `oom`, `destroy`) for our
-//! labels, folds an `oom` into the `die` that follows it, and broadcasts the
+//! engine's container events (`start`, `die`, `oom`, `destroy`; Podman's
+//! `died` and `remove` too) for our labels, folds an `oom` into the `die` that follows it, and broadcasts the
 //! result. When the engine drops the stream (a daemon restart, a proxy
 //! timeout) it reconnects with `since` set to the last event it saw, so
 //! nothing in between is lost, and drops the replayed duplicates. The first
@@ -118,16 +118,15 @@ impl Watcher {
         let mut oom: HashSet<String> = HashSet::new();
         let mut delay = RECONNECT_MIN;
         loop {
-            let filters = HashMap::from([
-                ("type", vec!["container".to_owned()]),
-                (
-                    "event",
-                    ["start", "die", "oom", "destroy"]
-                        .map(str::to_owned)
-                        .to_vec(),
-                ),
-                ("label", vec![self.label_filter.clone()]),
-            ]);
+            // No `event` filter: Podman filters on its own names (`died`),
+            // so `die` would match nothing there; `translate` picks the
+            // actions. A label filter without a value matches nothing on
+            // Podman, so only `key=value` is sent; `translate` keeps only
+            // containers that carry our labels or that we know.
+            let mut filters = HashMap::from([("type", vec!["container".to_owned()])]);
+            if self.label_filter.contains('=') {
+                filters.insert("label", vec![self.label_filter.clone()]);
+            }
             let options = EventsOptionsBuilder::default()
                 .since(&since.to_string())
                 .filters(&filters)
@@ -193,20 +192,21 @@ impl Watcher {
             }
             _ => self.known.get(&container)?,
         };
+        // Docker's names, and Podman's where they differ (`died`, `remove`).
         let kind = match message.action.as_deref()? {
             "start" => RuntimeEventKind::Started,
             "oom" => {
                 oom.insert(container);
                 return None;
             }
-            "die" => RuntimeEventKind::Exited {
+            "die" | "died" => RuntimeEventKind::Exited {
                 code: attributes
                     .get("exitCode")
                     .or_else(|| attributes.get("containerExitCode"))
                     .and_then(|c| c.parse().ok()),
                 oom_killed: oom.remove(&container),
             },
-            "destroy" => {
+            "destroy" | "remove" => {
                 self.known.forget(&container);
                 oom.remove(&container);
                 RuntimeEventKind::Removed

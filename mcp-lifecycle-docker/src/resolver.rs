@@ -8,13 +8,15 @@
 //! Docker config like pulls. It must not pull anything.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use mcp_lifecycle::ports::{ImageResolver, ResolveFailure};
+use mcp_lifecycle::ports::{ImageResolver, ResolveFailure, ResolverUnsupported, is_unsupported};
 use mcp_lifecycle::{Error, ErrorKind, Result};
+use tokio::sync::OnceCell;
 
 use crate::client::{self, BACKEND, is_unreachable, status_of};
 use crate::credentials;
@@ -31,11 +33,18 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// a missing repository or tag is `NotFound`, refused credentials are
 /// `Invalid` (classified [`ResolveFailure::Unauthorized`]), an unreachable
 /// engine or registry is `Unavailable`, and a slow one is `Timeout`.
+///
+/// Podman's Docker-compatible API has no distribution endpoint: there every
+/// resolution fails as [`ResolveFailure::Unsupported`] (a
+/// [`ResolverUnsupported`] backend error saying to use
+/// `mcp_lifecycle::RegistryResolver`), not as a missing image.
 #[derive(Clone)]
 pub struct DockerDistributionResolver {
     docker: Docker,
     timeout: Duration,
     credentials: bool,
+    /// The engine's name, asked once when an answer needs it.
+    engine: Arc<OnceCell<String>>,
 }
 
 impl fmt::Debug for DockerDistributionResolver {
@@ -61,6 +70,7 @@ impl DockerDistributionResolver {
             docker,
             timeout: DEFAULT_TIMEOUT,
             credentials: true,
+            engine: Arc::new(OnceCell::new()),
         }
     }
 
@@ -112,17 +122,50 @@ impl ImageResolver for DockerDistributionResolver {
                     format!("the engine answered an unexpected digest {other:?}"),
                 )),
             },
+            Err(e) if status_of(&e) == Some(404) && self.engine_lacks_distribution().await => {
+                Err(Error::backend(
+                    BACKEND,
+                    format!("resolving {reference}"),
+                    ResolverUnsupported {
+                        resolver: "the docker distribution endpoint".to_owned(),
+                        reason: format!(
+                            "the engine ({}) does not offer GET /distribution/{{name}}/json; \
+                             use mcp_lifecycle::RegistryResolver, which asks the registry itself",
+                            self.engine_name().await
+                        ),
+                    },
+                ))
+            }
             Err(e) => Err(classify_error(&reference, self.timeout, e)),
         }
     }
 
     fn classify(&self, error: &Error) -> ResolveFailure {
+        if is_unsupported(error) {
+            return ResolveFailure::Unsupported;
+        }
         match error.kind() {
             ErrorKind::NotFound => ResolveFailure::NotFound,
             ErrorKind::Timeout => ResolveFailure::Timeout,
             ErrorKind::Invalid | ErrorKind::Conflict => ResolveFailure::Unauthorized,
             _ => ResolveFailure::Unreachable,
         }
+    }
+}
+
+impl DockerDistributionResolver {
+    /// The engine's name and version (`Docker Engine - Community 20.10.24`,
+    /// `Podman Engine 4.3.1`), asked once; `unknown engine` if it won't say.
+    async fn engine_name(&self) -> String {
+        self.engine
+            .get_or_init(|| async { client::engine_name(&self.docker).await })
+            .await
+            .clone()
+    }
+
+    /// Whether the engine is one without the distribution endpoint (Podman).
+    async fn engine_lacks_distribution(&self) -> bool {
+        self.engine_name().await.starts_with("Podman")
     }
 }
 

@@ -18,6 +18,21 @@ pub enum ResolveFailure {
     NotFound,
     /// The registry did not answer in time.
     Timeout,
+    /// This resolver cannot resolve where it runs (for example the engine
+    /// does not offer the endpoint it asks); configure another resolver.
+    Unsupported,
+}
+
+/// The source of an [`crate::Error::Backend`] a resolver returns when it
+/// cannot resolve on this runtime at all (not a failure of one reference):
+/// [`ImageResolver::classify`] maps it to [`ResolveFailure::Unsupported`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{resolver} cannot resolve image digests here: {reason}")]
+pub struct ResolverUnsupported {
+    /// Which resolver (`docker distribution endpoint`).
+    pub resolver: String,
+    /// Why, and what to use instead.
+    pub reason: String,
 }
 
 /// Resolves image references to digests.
@@ -37,6 +52,9 @@ pub trait ImageResolver: Send + Sync + 'static {
 
     /// The failure category of an error returned by `resolve`.
     fn classify(&self, error: &crate::Error) -> ResolveFailure {
+        if is_unsupported(error) {
+            return ResolveFailure::Unsupported;
+        }
         match error.kind() {
             crate::ErrorKind::NotFound => ResolveFailure::NotFound,
             crate::ErrorKind::Timeout => ResolveFailure::Timeout,
@@ -44,4 +62,11 @@ pub trait ImageResolver: Send + Sync + 'static {
             _ => ResolveFailure::Unreachable,
         }
     }
+}
+
+/// Whether `error` is a resolver saying it cannot work here
+/// ([`ResolverUnsupported`] as a backend error's source).
+pub fn is_unsupported(error: &crate::Error) -> bool {
+    matches!(error, crate::Error::Backend { source, .. }
+        if source.downcast_ref::<ResolverUnsupported>().is_some())
 }

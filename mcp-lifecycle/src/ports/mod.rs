@@ -10,7 +10,7 @@ mod replicas;
 mod secret_source;
 mod store;
 
-pub use image_resolver::{ImageResolver, ResolveFailure};
+pub use image_resolver::{ImageResolver, ResolveFailure, ResolverUnsupported, is_unsupported};
 pub use orchestrator::{
     Connection, Endpoint, EndpointKind, EventStream, InstanceId, InstanceObservation, InstanceSpec,
     Orchestrator, ResolvedEnv, RuntimeEvent, RuntimeEventKind, RuntimeStatus, StdioStream,

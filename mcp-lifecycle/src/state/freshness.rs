@@ -106,6 +106,9 @@ pub enum CheckFailure {
     RunningDigestUnavailable,
     /// Starting the rollout failed.
     ReinstallFailed,
+    /// The configured resolver cannot resolve on this runtime (Podman has
+    /// no distribution endpoint): use the registry resolver.
+    ResolverUnsupported,
 }
 
 impl From<ResolveFailure> for CheckFailure {
@@ -115,6 +118,7 @@ impl From<ResolveFailure> for CheckFailure {
             ResolveFailure::Unauthorized => CheckFailure::Unauthorized,
             ResolveFailure::NotFound => CheckFailure::NotFound,
             ResolveFailure::Timeout => CheckFailure::Timeout,
+            ResolveFailure::Unsupported => CheckFailure::ResolverUnsupported,
         }
     }
 }

@@ -142,6 +142,14 @@ fn injected(reference: &str, failure: ResolveFailure) -> Error {
             what: format!("{registry} (injected failure)"),
             after: INJECTED_TIMEOUT,
         },
+        ResolveFailure::Unsupported => Error::backend(
+            "fake",
+            format!("resolving {reference}"),
+            crate::ports::ResolverUnsupported {
+                resolver: "fake resolver".into(),
+                reason: "injected failure".into(),
+            },
+        ),
     }
 }
 
