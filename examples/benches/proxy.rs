@@ -49,11 +49,23 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A child process killed when dropped.
+/// A child process ended when dropped: SIGTERM first, so mcpd stops the
+/// servers it started (a SIGKILLed mcpd would leave them running), then
+/// SIGKILL if it has not exited within 10 s.
 struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -73,6 +85,7 @@ fn start_mcpd(dir: &std::path::Path) -> anyhow::Result<(Running, String)> {
     let mut child = Command::new(MCPD)
         .arg("--config")
         .arg(&config)
+        .arg("--stop-servers-on-exit")
         .env("RUST_LOG", "info,rmcp=warn")
         .env("NO_COLOR", "1")
         .env_remove("MCPD_ADMIN_TOKEN")
