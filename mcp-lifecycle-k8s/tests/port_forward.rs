@@ -176,10 +176,17 @@ async fn each_replica_gets_its_own_forward_closed_when_the_pod_is_gone() {
         .await
         .unwrap();
     let address = urls[0].1;
+    // While the listener closes, a connection may still be accepted and
+    // reset; only a refused connection shows the listener is gone.
     let refused = eventually(
         "the deleted pod's listener closed",
         Duration::from_secs(60),
-        || async move { tokio::net::TcpStream::connect(address).await.err() },
+        || async move {
+            tokio::net::TcpStream::connect(address)
+                .await
+                .err()
+                .filter(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        },
     )
     .await;
     assert_eq!(
