@@ -231,8 +231,14 @@ async fn scale_stop_start_and_delete_leave_nothing_behind() {
     .await;
 
     // Graceful: the Deployment goes to 0; stop returns once the pods are gone.
+    let stopping = std::time::Instant::now();
     let status = lc.stop(name, StopMode::Graceful).await.unwrap();
-    assert_eq!(status.phase, ServerPhase::Stopped);
+    assert_eq!(
+        status.phase,
+        ServerPhase::Stopped,
+        "after {:?}: {status:?}",
+        stopping.elapsed()
+    );
     assert!(status.instances.is_empty(), "{status:?}");
     assert_eq!(status.desired, 0);
     let deployment = ns.api::<Deployment>().get(name).await.unwrap();

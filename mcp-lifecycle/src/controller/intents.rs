@@ -21,6 +21,10 @@ use super::server::{ServerSlot, ServerState};
 use super::shared::Shared;
 use super::tasks;
 
+/// How long past the grace period a host call waits for a runtime that owns
+/// replicas to remove them (see `owned_wait`).
+const OWNED_REMOVAL_MARGIN: Duration = Duration::from_secs(120);
+
 impl Controller {
     pub(super) fn slot(&self, name: &str) -> Result<Arc<ServerSlot>> {
         self.shared
@@ -194,6 +198,8 @@ impl Controller {
     }
 
     /// Stops every instance of a server; `mode` applies to this stop alone.
+    /// On a runtime that owns replicas, waits until they are gone (up to
+    /// the grace period and [`OWNED_REMOVAL_MARGIN`]).
     pub(crate) async fn stop(&self, name: &str, mode: StopMode) -> Result<()> {
         let slot = self.slot(name)?;
         {
@@ -212,17 +218,28 @@ impl Controller {
             // The runtime stops replicas itself: wait (bounded) until it has.
             let wait = self.owned_wait(&slot).await;
             let mut snapshots = slot.snapshot.subscribe();
-            let _ = tokio::time::timeout(
+            let gone = tokio::time::timeout(
                 wait,
-                snapshots.wait_for(|s| s.as_ref().is_some_and(|s| s.instances.is_empty())),
+                snapshots.wait_for(|s| s.as_ref().is_none_or(|s| s.instances.is_empty())),
             )
             .await;
+            if gone.is_err() {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "the replicas of server {name:?} to stop (the runtime is still removing them; the controller carries on)"
+                    ),
+                    after: wait,
+                });
+            }
         }
         Ok(())
     }
 
     /// How long a host call waits for a runtime that owns replicas to remove
-    /// them: the spec's grace period and a margin for the runtime.
+    /// them: the spec's grace period and a margin for the runtime. The
+    /// margin is wide: a kubelet under load takes tens of seconds past the
+    /// grace period before a stopped pod is gone from the API (a loaded
+    /// single-node cluster here took over a minute for twenty pods).
     async fn owned_wait(&self, slot: &ServerSlot) -> Duration {
         let grace = slot
             .state
@@ -230,7 +247,7 @@ impl Controller {
             .await
             .record()
             .map_or(Duration::from_secs(10), |r| r.value.spec.stop_grace_period);
-        grace + Duration::from_secs(30)
+        grace + OWNED_REMOVAL_MARGIN
     }
 
     /// Sets the desired replica count (already checked against the limits).

@@ -158,6 +158,9 @@ impl Lifecycle {
     /// Stops every instance of a server and keeps its spec. Graceful stops
     /// wait up to the spec's grace period; forced ones kill at once. Returns
     /// when the instances are gone (or a runtime call failed and is retried).
+    /// On a runtime that owns replicas (Kubernetes), which removes them
+    /// itself, a stop they outlast by more than two minutes past the grace
+    /// period fails with [`crate::ErrorKind::Timeout`]; the stop carries on.
     pub async fn stop(&self, name: &str, mode: StopMode) -> Result<ServerStatus> {
         self.ensure_running()?;
         self.controller.stop(name, mode).await?;
