@@ -5,7 +5,8 @@
 //! `mcp-lifecycle/tests/freshness.rs` and `high_availability.rs`, which run
 //! them on fakes under paused time:
 //!
-//! - a check finds the running digest up to date;
+//! - a tag is pinned to its digest at the first start (containers run
+//!   `repo@sha256:…`), and a check finds that digest up to date;
 //! - a new digest under the tag is an available update, and with
 //!   auto-reinstall on it is rolled out by digest and verified;
 //! - a stopped registry makes checks fail (counting up) until it is back;
@@ -308,8 +309,8 @@ async fn update_available_then_reinstalled_by_digest() {
     assert_eq!(u.available_digest.as_deref(), Some(v2.as_str()));
     assert_eq!(
         running_images(&env.engine, &manager).await,
-        vec![tag.clone(); 2],
-        "nothing rolled out with auto-reinstall off"
+        vec![env.pinned(&v1); 2],
+        "nothing rolled out with auto-reinstall off: the digest pinned at the first start"
     );
 
     lc.set_update_policy(
@@ -475,7 +476,8 @@ async fn a_rollout_that_cannot_become_ready_fails_and_keeps_serving() {
     running(&lc, &name).await;
     assert_eq!(
         running_images(&env.engine, &manager).await,
-        vec![tag.clone()]
+        vec![env.pinned(&v1)],
+        "the tag pinned to its digest at the first start"
     );
 
     let v3 = push_as(&env.local_v3, &tag).await;
@@ -511,10 +513,14 @@ async fn a_rollout_that_cannot_become_ready_fails_and_keeps_serving() {
         "{}",
         s.to_table()
     );
-    assert_eq!(s.rollout_image, None, "reverted to what ran before");
+    assert_eq!(
+        s.rollout_image,
+        Some(env.pinned(&v1)),
+        "reverted to the digest pinned at the first start"
+    );
     assert!(s.ready >= 1, "{}", s.to_table());
-    // The failed instance goes; the v1 one stays, ready, on the tag it ran.
-    containers_settle(&env.engine, &manager, 1, &tag).await;
+    // The failed instance goes; the v1 one stays, ready, on what it ran.
+    containers_settle(&env.engine, &manager, 1, &env.pinned(&v1)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let s = lc.status(&name).await.unwrap();
     assert_eq!((s.ready, s.instances.len()), (1, 1), "{}", s.to_table());
@@ -522,7 +528,8 @@ async fn a_rollout_that_cannot_become_ready_fails_and_keeps_serving() {
     assert!(matches!(s.update.state, Freshness::RolloutFailed { .. }));
     assert_eq!(
         running_images(&env.engine, &manager).await,
-        vec![tag.clone()]
+        vec![env.pinned(&v1)],
+        "the tag pinned to its digest at the first start"
     );
     lc.delete(&name).await.unwrap();
     lc.shutdown().await.unwrap();
@@ -654,8 +661,8 @@ async fn three_hosts_checking_at_once_reinstall_exactly_once() {
     .await;
     assert_eq!(
         running_images(&env.engine, &manager).await,
-        vec![tag.clone(); REPLICAS as usize],
-        "three hosts, exactly the desired containers"
+        vec![env.pinned(&v1); REPLICAS as usize],
+        "three hosts, exactly the desired containers (on the digest pinned at the first start)"
     );
 
     let v2 = push_as(&env.local_v2, &tag).await;

@@ -29,6 +29,8 @@ impl World {
     fn new() -> Self {
         let catalog = ImageCatalog::new();
         catalog.push(TAG, fake_digest("v1"));
+        // Pullable by digest too, as a registry serves what it was pushed.
+        catalog.push(format!("{REPO}@{}", fake_digest("v1")), fake_digest("v1"));
         let clock = Arc::new(TokioClock::new());
         World {
             runtime: FakeOrchestrator::builder()
@@ -89,10 +91,10 @@ async fn running(l: &Lifecycle) {
 async fn up_to_date_then_update_available_then_reinstalled_by_digest() {
     let w = World::new();
     let v1 = fake_digest("v1");
-    w.catalog.push(format!("{REPO}@{v1}"), v1.clone());
     let l = w.lifecycle().await;
     l.apply(spec(2, false)).await.unwrap();
     running(&l).await;
+    w.resolver.reset_requests();
     let u = l.check_updates_now("tools").await.unwrap();
     assert_eq!(u.state, Freshness::UpToDate { digest: v1.clone() });
     assert_eq!(w.resolver.requests(), 1);
@@ -222,7 +224,11 @@ async fn a_rollout_that_cannot_become_ready_fails_and_keeps_serving() {
         "{}",
         s.to_table()
     );
-    assert_eq!(s.rollout_image, None, "reverted to what ran before");
+    assert_eq!(
+        s.rollout_image,
+        Some(format!("{REPO}@{}", fake_digest("v1"))),
+        "reverted to the digest pinned at the first start"
+    );
     tokio::time::sleep(Duration::from_secs(30)).await;
     let s = l.status("tools").await.unwrap();
     assert_eq!((s.ready, s.instances.len()), (1, 1), "{}", s.to_table());
@@ -306,4 +312,115 @@ async fn one_resolution_per_reference_per_cycle() {
     assert_eq!(report.checked, 20);
     assert_eq!(report.resolved, 1);
     assert_eq!(w.resolver.requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tag_is_pinned_to_its_digest_before_the_first_start() {
+    let w = World::new();
+    let v1 = fake_digest("v1");
+    let l = w.lifecycle().await;
+    l.apply(spec(2, false)).await.unwrap();
+    running(&l).await;
+    let pinned = format!("{REPO}@{v1}");
+    let s = l.status("tools").await.unwrap();
+    assert_eq!(s.rollout_image.as_deref(), Some(pinned.as_str()));
+    assert!(
+        s.recent_events
+            .iter()
+            .any(|e| e.message.contains(&format!("pinned {TAG} to {pinned}"))),
+        "{:?}",
+        s.recent_events
+    );
+    let instances = w.runtime.instances();
+    assert_eq!(instances.len(), 2);
+    for i in &instances {
+        assert_eq!(i.spec.source, Source::Image(pinned.clone()));
+    }
+
+    // The tag moves: the instances keep the pinned digest, which a check
+    // compares with what the tag names now.
+    let v2 = w.push("v2");
+    let u = l.check_updates_now("tools").await.unwrap();
+    assert_eq!(
+        u.state,
+        Freshness::UpdateAvailable {
+            running: v1.clone(),
+            available: v2.clone()
+        }
+    );
+    // A scale-up runs the pinned digest too (no second resolution).
+    w.resolver.reset_requests();
+    l.scale("tools", 3).await.unwrap();
+    l.wait_ready("tools", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(w.resolver.requests(), 0);
+    for i in &w.runtime.instances() {
+        assert_eq!(i.spec.source, Source::Image(pinned.clone()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unresolvable_tag_starts_by_the_tag_and_says_so() {
+    let w = World::new();
+    w.resolver.fail_with(TAG, ResolveFailure::Unreachable);
+    let l = w.lifecycle().await;
+    l.apply(spec(1, false)).await.unwrap();
+    running(&l).await;
+    let s = l.status("tools").await.unwrap();
+    assert_eq!(s.rollout_image, None);
+    assert!(
+        s.recent_events
+            .iter()
+            .any(|e| e.message.contains(&format!("cannot pin {TAG}"))),
+        "{:?}",
+        s.recent_events
+    );
+    for i in &w.runtime.instances() {
+        assert_eq!(i.spec.source, Source::Image(TAG.into()));
+    }
+    // Running instances are never replaced to pin them: passes and checks
+    // leave them alone once the registry is back.
+    w.resolver.clear_failure(TAG);
+    let ids: Vec<_> = w
+        .runtime
+        .instances()
+        .iter()
+        .map(|i| i.spec.id.clone())
+        .collect();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let s = l.status("tools").await.unwrap();
+    assert_eq!(s.rollout_image, None);
+    let now: Vec<_> = w
+        .runtime
+        .instances()
+        .iter()
+        .map(|i| i.spec.id.clone())
+        .collect();
+    assert_eq!(ids, now);
+
+    // The next start pins.
+    l.stop("tools", mcp_lifecycle::StopMode::Graceful)
+        .await
+        .unwrap();
+    running(&l).await;
+    let s = l.status("tools").await.unwrap();
+    assert_eq!(
+        s.rollout_image,
+        Some(format!("{REPO}@{}", fake_digest("v1")))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_update_checks_the_tag_is_not_resolved() {
+    let w = World::new();
+    let l = w.lifecycle().await;
+    let mut s = spec(1, false);
+    s.update.check = false;
+    l.apply(s).await.unwrap();
+    running(&l).await;
+    assert_eq!(w.resolver.requests(), 0);
+    for i in &w.runtime.instances() {
+        assert_eq!(i.spec.source, Source::Image(TAG.into()));
+    }
 }

@@ -58,7 +58,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 }
 
 /// The repository part of a reference, as written: `registry/repo:tag@d` → `registry/repo`.
-fn repository_of(image: &str) -> &str {
+pub(super) fn repository_of(image: &str) -> &str {
     let no_digest = image.split_once('@').map_or(image, |(r, _)| r);
     match no_digest.rfind(':') {
         Some(colon)

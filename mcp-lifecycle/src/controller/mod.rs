@@ -22,6 +22,7 @@ mod freshness;
 mod intents;
 mod leadership;
 mod owned;
+mod pinning;
 mod reads;
 mod reconcile;
 mod runtime_view;

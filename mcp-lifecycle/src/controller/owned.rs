@@ -54,6 +54,7 @@ impl Pass<'_> {
     ) -> PassOutcome {
         let stop_mode = st.pending_stop.take();
         self.refresh_dirty().await;
+        self.pin_before_first_start(st).await;
         let record = match st.record() {
             Some(r) if !r.value.deleting => r.value.clone(),
             _ => return self.delete_owned(st, owner).await,

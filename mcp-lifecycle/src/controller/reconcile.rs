@@ -246,6 +246,7 @@ impl Pass<'_> {
         // A host's stop mode applies to this pass's removals alone.
         let stop_mode = st.pending_stop.take().unwrap_or(StopMode::Graceful);
         self.refresh_dirty().await;
+        self.pin_before_first_start(st).await;
         let record = match st.record() {
             Some(r) if !r.value.deleting => r.value.clone(),
             _ => return self.remove_everything(st, stop_mode).await,
@@ -963,7 +964,7 @@ impl Pass<'_> {
         );
     }
 
-    fn store_error(&mut self, st: &mut ServerState, doing: &str, error: &Error) {
+    pub(super) fn store_error(&mut self, st: &mut ServerState, doing: &str, error: &Error) {
         self.errors += 1;
         tracing::warn!(%error, "{doing} failed; will retry");
         st.push_event(

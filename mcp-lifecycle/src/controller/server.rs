@@ -73,6 +73,10 @@ pub(crate) struct ServerState {
     pub(crate) ready: Vec<InstanceId>,
     /// Running totals the status shows.
     pub(crate) counters: crate::status::ServerCounters,
+    /// The workload hash whose instances pinning the tag failed for: they
+    /// run the tag, and pinning waits for the next start or the next change
+    /// of the spec (see `pinning`).
+    pub(crate) pin_failed_for: Option<Arc<str>>,
 }
 
 /// An instance record and whether it has unsaved changes.
@@ -119,6 +123,7 @@ impl ServerState {
             },
             ready: Vec::new(),
             counters: Default::default(),
+            pin_failed_for: None,
         };
         state.set_record(record);
         state
