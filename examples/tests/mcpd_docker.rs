@@ -121,6 +121,16 @@ async fn a_restarted_mcpd_adopts_the_containers_it_left_running() {
     let instance = body["status"]["instances"][0]["id"].clone();
     let running = containers(&manager);
     assert_eq!(running.len(), 1, "{running:?}");
+    // readyz names the engine and the version it reports.
+    let (status, body) = d.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["runtime"]["backend"], "docker", "{body}");
+    let engine_version = docker(&["version", "--format", "{{.Server.Version}}"]).unwrap();
+    let reported = body["runtime"]["version"].as_str().unwrap_or_default();
+    assert!(
+        reported.ends_with(engine_version.trim()),
+        "{reported:?} vs {engine_version:?}"
+    );
 
     // mcpctl sees it ready; its tools answer through both MCP endpoints.
     let out = Command::new(env!("CARGO_BIN_EXE_mcpctl"))

@@ -25,8 +25,9 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Connects with bollard's defaults (`DOCKER_HOST`, else the local socket),
 /// negotiates the API version down to the engine's, and checks the engine
-/// answers. An unreachable engine is `Unavailable`.
-pub(crate) async fn connect_default() -> mcp_lifecycle::Result<Docker> {
+/// answers. An unreachable engine is `Unavailable`. Returns the client and
+/// the engine's name and version (see [`engine_name`]).
+pub(crate) async fn connect_default() -> mcp_lifecycle::Result<(Docker, String)> {
     let docker = Docker::connect_with_defaults().map_err(|e| {
         Error::unavailable(
             ENGINE,
@@ -37,7 +38,8 @@ pub(crate) async fn connect_default() -> mcp_lifecycle::Result<Docker> {
 }
 
 /// Negotiates the API version of an existing client and pings the engine.
-pub(crate) async fn negotiate(docker: Docker) -> mcp_lifecycle::Result<Docker> {
+/// Returns the client and the engine's name and version.
+pub(crate) async fn negotiate(docker: Docker) -> mcp_lifecycle::Result<(Docker, String)> {
     let docker = docker
         .negotiate_version()
         .await
@@ -49,7 +51,7 @@ pub(crate) async fn negotiate(docker: Docker) -> mcp_lifecycle::Result<Docker> {
     let version = docker.client_version();
     let engine = engine_name(&docker).await;
     tracing::info!(%engine, api_version = %version, "connected to the container engine");
-    Ok(docker)
+    Ok((docker, engine))
 }
 
 /// The engine's name and version as it reports them: `Podman Engine 4.3.1`,

@@ -152,7 +152,7 @@ impl DockerOrchestratorBuilder {
     /// cannot be reached is [`mcp_lifecycle::ErrorKind::Unavailable`]. Must
     /// run inside a tokio runtime.
     pub async fn build(self) -> Result<DockerOrchestrator> {
-        let docker = match self.docker {
+        let (docker, engine) = match self.docker {
             Some(docker) => client::negotiate(docker).await?,
             None => client::connect_default().await?,
         };
@@ -188,6 +188,7 @@ impl DockerOrchestratorBuilder {
                 events: sender,
                 cancel,
                 docker,
+                engine,
                 settings,
             }),
         })
@@ -243,6 +244,8 @@ pub struct DockerOrchestrator {
 
 struct Inner {
     docker: Docker,
+    /// The engine's name and version, as it reported them at connect.
+    engine: String,
     settings: Settings,
     network: Network,
     images: Images,
@@ -543,6 +546,10 @@ fn span_for(server: &str, id: &InstanceId) -> tracing::Span {
 impl Orchestrator for DockerOrchestrator {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    fn runtime_version(&self) -> Option<String> {
+        Some(self.inner.engine.clone())
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<InstanceObservation> {

@@ -60,7 +60,7 @@ impl DockerDistributionResolver {
     /// Connects with bollard's defaults (honouring `DOCKER_HOST`) and
     /// negotiates the API version.
     pub async fn connect() -> Result<Self> {
-        Ok(Self::new(client::connect_default().await?))
+        Ok(Self::new(client::connect_default().await?.0))
     }
 
     /// A resolver on an existing client (for example

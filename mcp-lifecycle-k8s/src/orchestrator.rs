@@ -55,6 +55,8 @@ pub struct KubernetesOrchestrator {
 }
 
 struct Inner {
+    /// The cluster's version, as the API server said it at connect.
+    version: Option<String>,
     client: Client,
     config: KubernetesConfig,
     pods: Store<Pod>,
@@ -163,6 +165,17 @@ impl KubernetesOrchestratorBuilder {
                 ));
             }
         }
+        // `/version` is open to every authenticated client; a cluster that
+        // will not say is reported without one.
+        let version = match client.apiserver_version().await {
+            Ok(info) => Some(format!("Kubernetes {}", info.git_version)),
+            Err(error) => {
+                tracing::debug!(%error, "the API server did not say its version");
+                None
+            }
+        };
+        tracing::info!(version = version.as_deref().unwrap_or("unknown"), %namespace,
+            "connected to the cluster");
         let (events, _) = broadcast::channel(4096);
         let cancel = CancellationToken::new();
         let pods = watch::start(
@@ -197,6 +210,7 @@ impl KubernetesOrchestratorBuilder {
         });
         Ok(KubernetesOrchestrator {
             inner: Arc::new(Inner {
+                version,
                 client,
                 config: self.config,
                 pods,
@@ -400,6 +414,10 @@ impl KubernetesOrchestrator {
 impl Orchestrator for KubernetesOrchestrator {
     fn backend(&self) -> &'static str {
         "kubernetes"
+    }
+
+    fn runtime_version(&self) -> Option<String> {
+        self.inner.version.clone()
     }
 
     async fn start(&self, spec: &InstanceSpec) -> Result<InstanceObservation> {

@@ -195,6 +195,14 @@ async fn scale_stop_start_and_delete_leave_nothing_behind() {
     };
     let manager = unique("mcpl");
     let lc = lifecycle(&ns, &manager, Arc::new(InMemoryStore::new())).await;
+    // The cluster's own account of its version.
+    let info = ns.client.apiserver_version().await.unwrap();
+    let runtime = lc.runtime();
+    assert_eq!(runtime.backend, "kubernetes");
+    assert_eq!(
+        runtime.version,
+        Some(format!("Kubernetes {}", info.git_version))
+    );
     let name = "scaled";
     let mut spec = server_spec(name, &test_image(), http());
     spec.env.push(EnvEntry::secret(

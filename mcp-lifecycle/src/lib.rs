@@ -141,7 +141,7 @@ pub use secret::{RedactingWriter, SecretValue};
 pub use spec::{Limits, ServerSpec, Source, Transport, ValidationError};
 pub use status::{
     ApplyOutcome, CycleReport, HealthSummary, InstanceStatus, LifecycleEvent, LifecycleEventKind,
-    ResyncReport, ServerCounters, ServerStatus, UpdateStatus,
+    ResyncReport, RuntimeInfo, ServerCounters, ServerStatus, UpdateStatus,
 };
 pub use store::InMemoryStore;
 #[cfg(feature = "redb")]

@@ -201,6 +201,18 @@ impl ServerStatus {
     }
 }
 
+/// What the servers run on: the backend and the engine or cluster behind it
+/// (see [`crate::ports::Orchestrator::runtime_version`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RuntimeInfo {
+    /// The backend's name: `local`, `docker`, `kubernetes`.
+    pub backend: String,
+    /// The engine or cluster and its version, where the backend has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
 /// What a resync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ResyncReport {

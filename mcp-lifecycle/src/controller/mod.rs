@@ -148,6 +148,11 @@ impl Controller {
         self.shared.orchestrator.backend()
     }
 
+    /// The engine or cluster the backend talks to, and its version.
+    pub(crate) fn runtime_version(&self) -> Option<String> {
+        self.shared.orchestrator.runtime_version()
+    }
+
     /// How many servers the controller holds.
     pub(crate) fn server_count(&self) -> usize {
         self.shared

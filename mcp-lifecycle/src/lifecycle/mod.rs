@@ -237,6 +237,16 @@ impl Lifecycle {
         }
     }
 
+    /// What the servers run on: the backend, and the engine or cluster it
+    /// talks to with its version (`Podman Engine 4.3.1`), for status pages
+    /// and bug reports.
+    pub fn runtime(&self) -> crate::status::RuntimeInfo {
+        crate::status::RuntimeInfo {
+            backend: self.controller.backend().to_owned(),
+            version: self.controller.runtime_version(),
+        }
+    }
+
     /// A live MCP client to a ready instance of `name`, round-robin across
     /// ready replicas. It uses the instance's one session, which the health
     /// probes use too; it is safe to use from many tasks at once.

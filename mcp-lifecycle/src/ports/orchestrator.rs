@@ -284,6 +284,14 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// A short name for the backend (`local`, `docker`, `kubernetes`, `fake`).
     fn backend(&self) -> &'static str;
 
+    /// The engine or cluster the backend talks to and its version, as it
+    /// names itself (`Docker Engine - Community 20.10.24`, `Podman Engine
+    /// 4.3.1`, `Kubernetes v1.20.9`), learnt when the backend connected.
+    /// `None` (the default) where there is nothing beyond the host itself.
+    fn runtime_version(&self) -> Option<String> {
+        None
+    }
+
     /// Ensures the instance exists and is running. Creates it if missing;
     /// starts it again in place (same id) if it exited; does nothing if it is
     /// already running. Returns once the runtime has started the process, not

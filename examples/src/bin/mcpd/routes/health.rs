@@ -1,5 +1,6 @@
 //! The open probes: `/healthz` (the process answers) and `/readyz` (it
-//! takes work: the lifecycle manager is built and shutdown has not begun).
+//! takes work: the lifecycle manager is built and shutdown has not begun;
+//! its answer names the backend and the engine or cluster behind it).
 
 use axum::Json;
 use axum::extract::State;
@@ -14,6 +15,9 @@ use crate::state::AppState;
 pub(crate) struct Health {
     /// `ok`, or `draining` during shutdown.
     pub(crate) status: String,
+    /// What the servers run on (`/readyz` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) runtime: Option<mcp_lifecycle::RuntimeInfo>,
 }
 
 /// Whether mcpd answers at all.
@@ -21,6 +25,7 @@ pub(crate) struct Health {
 pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
+        runtime: None,
     })
 }
 
@@ -28,19 +33,16 @@ pub(crate) async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    if state.is_ready() {
-        (
-            StatusCode::OK,
-            Json(Health {
-                status: "ok".to_owned(),
-            }),
-        )
+    let (code, status) = if state.is_ready() {
+        (StatusCode::OK, "ok")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "draining".to_owned(),
-            }),
-        )
-    }
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    };
+    (
+        code,
+        Json(Health {
+            status: status.to_owned(),
+            runtime: Some(state.lifecycle.runtime()),
+        }),
+    )
 }
