@@ -15,6 +15,7 @@ use mcp_lifecycle_k8s::{
     KubernetesConfig, KubernetesOrchestrator, KubernetesStore, PodAccess, PullSecretResolver,
     ServiceExposure,
 };
+use mcp_lifecycle_postgres::PostgresStore;
 
 use crate::config::{
     Backend, Config, ExposureSetting, KubernetesSettings, PodAccessSetting, ResolverSetting,
@@ -26,6 +27,11 @@ use crate::policy::Policy;
 pub(crate) async fn build(config: &Config) -> anyhow::Result<Lifecycle> {
     let mut lifecycle_config = LifecycleConfig {
         manager_name: config.manager.clone(),
+        // Several mcpd on one shared store act only while they lead.
+        leader_election: config
+            .store
+            .is_shared()
+            .then(mcp_lifecycle::LeaderElection::default),
         ..LifecycleConfig::default()
     };
     if let Some(timeout) = config.registry.timeout {
@@ -107,6 +113,17 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Lifecycle> {
                 .build()
                 .await
                 .context("opening the store in the cluster")?;
+            builder.store(Arc::new(store))
+        }
+        StoreChoice::Postgres(url, schema) => {
+            let mut store = PostgresStore::builder().url(url.expose());
+            if let Some(schema) = schema {
+                store = store.schema(schema);
+            }
+            let store = store
+                .build()
+                .await
+                .with_context(|| format!("opening the PostgreSQL store {url}"))?;
             builder.store(Arc::new(store))
         }
     };

@@ -13,6 +13,7 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 use crate::auth::{Role, TokenSet};
+use crate::store_url::PostgresUrl;
 
 /// Command-line flags. Each overrides the configuration file's setting.
 #[derive(Debug, Parser)]
@@ -31,9 +32,11 @@ pub(crate) struct Flags {
     /// The runtime backend.
     #[arg(long, value_enum)]
     pub(crate) backend: Option<Backend>,
-    /// The redb file state is kept in.
-    #[arg(long)]
-    pub(crate) store: Option<PathBuf>,
+    /// The redb file state is kept in, or a `postgres://` URL: a PostgreSQL
+    /// database several mcpd share (they elect a leader). Prefer the
+    /// environment variable for a URL with a password.
+    #[arg(long, env = "MCPD_STORE", value_name = "PATH|URL")]
+    pub(crate) store: Option<String>,
     /// Keep state in memory only (nothing survives a restart).
     #[arg(long)]
     pub(crate) in_memory: bool,
@@ -233,6 +236,17 @@ pub(crate) struct StoreConfig {
     /// with the kubernetes backend.
     #[serde(default)]
     pub(crate) kubernetes: bool,
+    /// Keep state in PostgreSQL: a `postgres://` URL.
+    #[serde(default)]
+    pub(crate) url: Option<String>,
+    /// The environment variable that holds the `postgres://` URL (keeps
+    /// the password out of the file).
+    #[serde(default)]
+    pub(crate) url_env: Option<String>,
+    /// The PostgreSQL schema the tables live in (the store's default if
+    /// unset); the mcpd that share state share it.
+    #[serde(default)]
+    pub(crate) schema: Option<String>,
 }
 
 /// One bearer token: its value (inline or from an environment variable) and role.
@@ -305,6 +319,74 @@ pub(crate) enum StoreChoice {
     Redb(PathBuf),
     /// ConfigMaps and Leases in the Kubernetes backend's namespace.
     Kubernetes,
+    /// A PostgreSQL database, and the schema in it (the store's default if
+    /// `None`).
+    Postgres(PostgresUrl, Option<String>),
+}
+
+impl StoreChoice {
+    /// Whether several mcpd may share the store (and so must elect a
+    /// leader before they act).
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, StoreChoice::Kubernetes | StoreChoice::Postgres(..))
+    }
+
+    /// A path, or a `postgres://` URL.
+    fn from_flag(value: String) -> StoreChoice {
+        if PostgresUrl::is_postgres(&value) {
+            StoreChoice::Postgres(PostgresUrl::new(&value), None)
+        } else {
+            StoreChoice::Redb(PathBuf::from(value))
+        }
+    }
+
+    /// The file's `store:` section.
+    fn from_file(
+        store: StoreConfig,
+        backend: Backend,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<StoreChoice> {
+        let url = match (store.url, &store.url_env) {
+            (Some(url), None) => Some(url),
+            (None, Some(var)) => Some(env(var).with_context(|| {
+                format!("store.url_env: environment variable {var} is not set")
+            })?),
+            (Some(_), Some(_)) => bail!("store: give one of `url` and `url_env`"),
+            (None, None) => None,
+        };
+        let given = [
+            store.path.is_some(),
+            store.in_memory,
+            store.kubernetes,
+            url.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            bail!("store: give one of `path`, `in_memory`, `kubernetes` and `url`/`url_env`");
+        }
+        if let Some(url) = url {
+            if !PostgresUrl::is_postgres(&url) {
+                bail!("store.url: a `postgres://` or `postgresql://` URL is expected");
+            }
+            return Ok(StoreChoice::Postgres(PostgresUrl::new(&url), store.schema));
+        }
+        if store.schema.is_some() {
+            bail!("store.schema: only with a PostgreSQL `url` or `url_env`");
+        }
+        if store.kubernetes {
+            if backend != Backend::Kubernetes {
+                bail!(
+                    "store.kubernetes: the store is kept in the cluster only with the kubernetes backend"
+                );
+            }
+            return Ok(StoreChoice::Kubernetes);
+        }
+        if store.in_memory {
+            return Ok(StoreChoice::InMemory);
+        }
+        Ok(StoreChoice::Redb(
+            store.path.unwrap_or_else(|| PathBuf::from("mcpd.redb")),
+        ))
+    }
 }
 
 impl std::fmt::Display for StoreChoice {
@@ -313,6 +395,8 @@ impl std::fmt::Display for StoreChoice {
             StoreChoice::InMemory => f.write_str("in memory"),
             StoreChoice::Redb(path) => write!(f, "{}", path.display()),
             StoreChoice::Kubernetes => f.write_str("in the cluster"),
+            StoreChoice::Postgres(url, None) => write!(f, "{url}"),
+            StoreChoice::Postgres(url, Some(schema)) => write!(f, "{url} (schema {schema})"),
         }
     }
 }
@@ -350,26 +434,10 @@ impl Config {
         // every flag does.
         let store = if flags.in_memory {
             StoreChoice::InMemory
-        } else if let Some(path) = flags.store {
-            StoreChoice::Redb(path)
-        } else if file.store.kubernetes {
-            if file.store.in_memory || file.store.path.is_some() {
-                bail!("store: give one of `path`, `in_memory` and `kubernetes`");
-            }
-            if backend != Backend::Kubernetes {
-                bail!(
-                    "store.kubernetes: the store is kept in the cluster only with the kubernetes backend"
-                );
-            }
-            StoreChoice::Kubernetes
-        } else if file.store.in_memory {
-            StoreChoice::InMemory
+        } else if let Some(value) = flags.store {
+            StoreChoice::from_flag(value)
         } else {
-            StoreChoice::Redb(
-                file.store
-                    .path
-                    .unwrap_or_else(|| PathBuf::from("mcpd.redb")),
-            )
+            StoreChoice::from_file(file.store, backend, env)?
         };
         let mut kubernetes = file.kubernetes;
         if let Some(namespace) = flags.namespace {
@@ -560,6 +628,47 @@ manager: gateway-a
         .unwrap();
         let err = Config::merge(file, flags(&[]), &env).unwrap_err();
         assert!(err.to_string().contains("store.kubernetes"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_url_comes_from_a_flag_or_the_files_environment_variable() {
+        let url = "postgres://mcpd:pg-s3cret@127.0.0.1:55432/mcp";
+        let c = Config::merge(
+            FileConfig::default(),
+            flags(&["--admin-token", "a-long-token", "--store", url]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.store, StoreChoice::Postgres(PostgresUrl::new(url), None));
+        assert!(c.store.is_shared());
+        assert_eq!(c.store.to_string(), "postgres://127.0.0.1:55432/mcp");
+
+        let tokens = "tokens: [{ name: a, role: admin, token: a-long-token }]\n";
+        let file = parse_file(&format!(
+            "store: {{ url_env: PG_URL, schema: fleet_a }}\n{tokens}"
+        ))
+        .unwrap();
+        let from_env = |name: &str| (name == "PG_URL").then(|| url.to_owned());
+        let c = Config::merge(file, flags(&[]), &from_env).unwrap();
+        assert_eq!(
+            c.store,
+            StoreChoice::Postgres(PostgresUrl::new(url), Some("fleet_a".into()))
+        );
+        assert!(!format!("{c:?}").contains("pg-s3cret"));
+
+        let file = parse_file(&format!("store: {{ url_env: PG_URL }}\n{tokens}")).unwrap();
+        let err = Config::merge(file, flags(&[]), &env).unwrap_err();
+        assert!(err.to_string().contains("PG_URL is not set"), "{err}");
+        let file = parse_file(&format!("store: {{ url: \"mysql://x\" }}\n{tokens}")).unwrap();
+        let err = Config::merge(file, flags(&[]), &env).unwrap_err();
+        assert!(err.to_string().contains("store.url"), "{err}");
+        let file = parse_file(&format!(
+            "store: {{ in_memory: true, url: \"{url}\" }}\n{tokens}"
+        ))
+        .unwrap();
+        let err = Config::merge(file, flags(&[]), &env).unwrap_err();
+        assert!(err.to_string().contains("give one of"), "{err}");
+        assert!(!err.to_string().contains("pg-s3cret"), "{err}");
     }
 
     #[test]

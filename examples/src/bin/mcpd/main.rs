@@ -30,6 +30,7 @@ mod policy;
 mod routes;
 mod shutdown;
 mod state;
+mod store_url;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
