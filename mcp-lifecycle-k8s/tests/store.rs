@@ -8,7 +8,6 @@ mod common;
 
 use common::registry::TestTag;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,93 +190,16 @@ async fn two_hosts_racing_for_an_expired_lease_one_wins_and_stale_writes_are_fen
         return;
     };
     // Two hosts: two stores (two clients) on one namespace and store name.
-    let host_a = store(Client::try_default().await.unwrap(), &ns, "race").await;
-    let host_b = store(Client::try_default().await.unwrap(), &ns, "race").await;
-    let mut wins = BTreeMap::new();
-    for round in 0..12 {
-        let key = format!("freshness/server-{round}");
-        // The deposed holder: host-a held the lease and wrote under it.
-        let old = host_a
-            .acquire_lease(&key, "host-old", TTL, t(0))
-            .await
-            .unwrap()
-            .unwrap();
-        let v1 = host_a
-            .put(
-                "race",
-                &key,
-                b"old".to_vec(),
-                Precondition::Absent,
-                Some(&old.fence()),
-            )
-            .await
-            .unwrap();
-        // It lapses; both hosts race for it at the same moment.
-        let later = old.expires_at + Duration::from_millis(1);
-        let (a, b) = {
-            let (ha, hb) = (host_a.clone(), host_b.clone());
-            let (ka, kb) = (key.clone(), key.clone());
-            let a = tokio::spawn(async move { ha.acquire_lease(&ka, "host-a", TTL, later).await });
-            let b = tokio::spawn(async move { hb.acquire_lease(&kb, "host-b", TTL, later).await });
-            (a.await.unwrap().unwrap(), b.await.unwrap().unwrap())
-        };
-        let (winner, winner_store, loser, loser_store) = match (a, b) {
-            (Some(w), None) => (w, &host_a, "host-b", &host_b),
-            (None, Some(w)) => (w, &host_b, "host-a", &host_a),
-            other => panic!("round {round}: exactly one host must win, got {other:?}"),
-        };
-        *wins.entry(winner.holder.clone()).or_insert(0) += 1;
-        assert!(winner.token > old.token);
-        assert_eq!(
-            loser_store
-                .acquire_lease(&key, loser, TTL, later)
-                .await
-                .unwrap(),
-            None,
-            "the loser does not get the live lease"
-        );
-        // The deposed holder's fenced write is rejected, from either host.
-        for host in [&host_a, &host_b] {
-            match host
-                .put(
-                    "race",
-                    &key,
-                    b"stale".to_vec(),
-                    Precondition::At(v1),
-                    Some(&old.fence()),
-                )
-                .await
-            {
-                Err(Error::Fenced { token, current, .. }) => {
-                    assert_eq!((token, current), (old.token, winner.token));
-                }
-                other => panic!("a deposed holder's write must be fenced, got {other:?}"),
-            }
-        }
-        let v2 = winner_store
-            .put(
-                "race",
-                &key,
-                b"new".to_vec(),
-                Precondition::At(v1),
-                Some(&winner.fence()),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            host_a
-                .get("race", &key)
-                .await
-                .unwrap()
-                .map(|r| (r.version, r.value)),
-            Some((v2, b"new".to_vec()))
-        );
-    }
-    eprintln!("wins per host: {wins:?}");
+    let host_a = Arc::new(store(Client::try_default().await.unwrap(), &ns, "race").await);
+    let host_b = Arc::new(store(Client::try_default().await.unwrap(), &ns, "race").await);
+    let race =
+        store_conformance::two_hosts_race_for_lapsed_leases(host_a.clone(), host_b.clone(), 12)
+            .await;
+    eprintln!("wins per host: {:?}", race.wins);
 
     // The record remembers the newer token: even with the Lease gone (deleted
     // by hand), the older holder's write fails inside the record's own CAS.
-    let key = "freshness/server-0";
+    let (collection, key) = (race.collection.as_str(), race.keys[0].as_str());
     let old_fence = mcp_lifecycle::ports::Fence {
         lease: key.to_owned(),
         token: 1,
@@ -296,7 +218,7 @@ async fn two_hosts_racing_for_an_expired_lease_one_wins_and_stale_writes_are_fen
     }
     match host_b
         .put(
-            "race",
+            collection,
             key,
             b"stale".to_vec(),
             Precondition::Any,
@@ -312,14 +234,14 @@ async fn two_hosts_racing_for_an_expired_lease_one_wins_and_stale_writes_are_fen
         other => panic!("the record's own fence must reject token 1, got {other:?}"),
     }
     match host_b
-        .delete("race", key, Precondition::Any, Some(&old_fence))
+        .delete(collection, key, Precondition::Any, Some(&old_fence))
         .await
     {
         Err(Error::Fenced { .. }) => {}
         other => panic!("the record's own fence must reject a stale delete, got {other:?}"),
     }
     assert_eq!(
-        host_a.get("race", key).await.unwrap().map(|r| r.value),
+        host_a.get(collection, key).await.unwrap().map(|r| r.value),
         Some(b"new".to_vec())
     );
 }

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,90 +115,13 @@ async fn two_hosts_racing_for_a_lease_one_wins_and_stale_writes_are_fenced() {
         return;
     };
     // Two hosts: two stores, two pools, one schema.
-    let host_a = schema.store().await;
-    let host_b = schema.store().await;
-    let mut wins = BTreeMap::new();
-    for round in 0..20 {
-        let key = format!("freshness/server-{round}");
-        let old = host_a
-            .acquire_lease(&key, "host-old", TTL, t(0))
-            .await
-            .unwrap()
-            .unwrap();
-        let v1 = host_a
-            .put(
-                "race",
-                &key,
-                b"old".to_vec(),
-                Precondition::Absent,
-                Some(&old.fence()),
-            )
-            .await
-            .unwrap();
-        // It lapses; both hosts race for it at the same moment.
-        let later = old.expires_at + Duration::from_millis(1);
-        let (a, b) = {
-            let (ha, hb) = (host_a.clone(), host_b.clone());
-            let (ka, kb) = (key.clone(), key.clone());
-            let a = tokio::spawn(async move { ha.acquire_lease(&ka, "host-a", TTL, later).await });
-            let b = tokio::spawn(async move { hb.acquire_lease(&kb, "host-b", TTL, later).await });
-            (a.await.unwrap().unwrap(), b.await.unwrap().unwrap())
-        };
-        let (winner, winner_store, loser, loser_store) = match (a, b) {
-            (Some(w), None) => (w, &host_a, "host-b", &host_b),
-            (None, Some(w)) => (w, &host_b, "host-a", &host_a),
-            other => panic!("round {round}: exactly one host must win, got {other:?}"),
-        };
-        *wins.entry(winner.holder.clone()).or_insert(0) += 1;
-        assert!(winner.token > old.token);
-        assert_eq!(
-            loser_store
-                .acquire_lease(&key, loser, TTL, later)
-                .await
-                .unwrap(),
-            None,
-            "round {round}: the loser does not get the live lease"
-        );
-        // The deposed holder's fenced write is rejected, from either host.
-        for host in [&host_a, &host_b] {
-            match host
-                .put(
-                    "race",
-                    &key,
-                    b"stale".to_vec(),
-                    Precondition::At(v1),
-                    Some(&old.fence()),
-                )
-                .await
-            {
-                Err(Error::Fenced { token, current, .. }) => {
-                    assert_eq!((token, current), (old.token, winner.token));
-                }
-                other => {
-                    panic!("round {round}: a deposed holder's write must be fenced, got {other:?}")
-                }
-            }
-        }
-        let v2 = winner_store
-            .put(
-                "race",
-                &key,
-                b"new".to_vec(),
-                Precondition::At(v1),
-                Some(&winner.fence()),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            loser_store
-                .get("race", &key)
-                .await
-                .unwrap()
-                .map(|r| (r.version, r.value)),
-            Some((v2, b"new".to_vec()))
-        );
-    }
-    eprintln!("wins per host: {wins:?}");
+    let race = store_conformance::two_hosts_race_for_lapsed_leases(
+        Arc::new(schema.store().await),
+        Arc::new(schema.store().await),
+        20,
+    )
+    .await;
+    eprintln!("wins per host: {:?}", race.wins);
 }
 
 /// Stale-token writes in flight while the lease changes hands: once the new

@@ -41,6 +41,15 @@ async fn in_memory_store_passes_concurrency_on_threads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_race_for_lapsed_leases_on_the_in_memory_store() {
+    // One store, two handles: the race is decided inside the store.
+    let store: Arc<dyn mcp_lifecycle::Store> = Arc::new(InMemoryStore::new());
+    let race = store_conformance::two_hosts_race_for_lapsed_leases(store.clone(), store, 20).await;
+    assert_eq!(race.keys.len(), 20);
+    assert_eq!(race.wins.values().sum::<u32>(), 20, "{:?}", race.wins);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redb_store_passes_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(dir.path().join("store.redb")).unwrap();

@@ -702,3 +702,117 @@ pub async fn concurrent_cas_increments_spawned(
     }
     assert_counter(store.as_ref(), &c, writers * increments).await;
 }
+
+/// What [`two_hosts_race_for_lapsed_leases`] did: the record collection it
+/// wrote, the lease (and record) keys it raced for, one a round, and how
+/// many rounds each holder (`host-a`, `host-b`) won.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseRace {
+    /// The collection of the records written under the leases.
+    pub collection: String,
+    /// The keys raced for, in round order.
+    pub keys: Vec<String>,
+    /// Rounds won, by holder.
+    pub wins: std::collections::BTreeMap<String, u32>,
+}
+
+/// Two hosts (two handles on one shared store, as two machines would hold)
+/// race for a lapsed lease, `rounds` times, each on spawned tasks: exactly
+/// one wins with a larger token, the loser cannot take the live lease, the
+/// deposed holder's fenced write is rejected from either host with the
+/// tokens named, and the winner's write is what the loser reads.
+pub async fn two_hosts_race_for_lapsed_leases(
+    host_a: Arc<dyn Store>,
+    host_b: Arc<dyn Store>,
+    rounds: u32,
+) -> LeaseRace {
+    let collection = unique("race");
+    let mut race = LeaseRace {
+        collection: collection.clone(),
+        ..LeaseRace::default()
+    };
+    for round in 0..rounds {
+        let key = unique(&format!("race-{round}"));
+        let old = must_acquire(host_a.as_ref(), &key, "host-old", t(0)).await;
+        let v1 = ok(
+            host_a
+                .put(
+                    &collection,
+                    &key,
+                    b"old".to_vec(),
+                    Precondition::Absent,
+                    Some(&old.fence()),
+                )
+                .await,
+            "the first holder writes under its lease",
+        );
+        // It lapses; both hosts race for it at the same moment.
+        let later = old.expires_at + Duration::from_millis(1);
+        let spawn = |host: &Arc<dyn Store>, holder: &'static str| {
+            let (host, key) = (host.clone(), key.clone());
+            tokio::spawn(async move { host.acquire_lease(&key, holder, TTL, later).await })
+        };
+        let (a, b) = (spawn(&host_a, "host-a"), spawn(&host_b, "host-b"));
+        let joined = |r: std::result::Result<Result<Option<Lease>>, tokio::task::JoinError>| match r
+        {
+            Ok(r) => ok(r, "racing for a lapsed lease"),
+            Err(e) => panic!("store conformance: a racing task failed: {e}"),
+        };
+        let (a, b) = (joined(a.await), joined(b.await));
+        let (winner, winner_store, loser, loser_store) = match (a, b) {
+            (Some(w), None) => (w, &host_a, "host-b", &host_b),
+            (None, Some(w)) => (w, &host_b, "host-a", &host_a),
+            other => panic!(
+                "store conformance: round {round}: exactly one host must win a lapsed lease, got {other:?}"
+            ),
+        };
+        *race.wins.entry(winner.holder.clone()).or_insert(0) += 1;
+        assert!(
+            winner.token > old.token,
+            "store conformance: round {round}: the winner's token must be larger ({} then {})",
+            old.token,
+            winner.token
+        );
+        assert_eq!(
+            acquire(loser_store.as_ref(), &key, loser, later).await,
+            None,
+            "store conformance: round {round}: the loser must not get the live lease"
+        );
+        for host in [&host_a, &host_b] {
+            expect_fenced(
+                host.put(
+                    &collection,
+                    &key,
+                    b"stale".to_vec(),
+                    Precondition::At(v1),
+                    Some(&old.fence()),
+                )
+                .await,
+                old.token,
+                winner.token,
+                "a deposed holder's write, from either host",
+            );
+        }
+        let v2 = ok(
+            winner_store
+                .put(
+                    &collection,
+                    &key,
+                    b"new".to_vec(),
+                    Precondition::At(v1),
+                    Some(&winner.fence()),
+                )
+                .await,
+            "the winner writes under its lease",
+        );
+        assert_eq!(
+            get(loser_store.as_ref(), &collection, &key)
+                .await
+                .map(|r| (r.version, r.value)),
+            Some((v2, b"new".to_vec())),
+            "store conformance: round {round}: the loser must read the winner's write"
+        );
+        race.keys.push(key);
+    }
+    race
+}
