@@ -223,6 +223,45 @@ impl Records<'_> {
             .map_err(|e| map_sqlx(self.server, doing(), e))
     }
 
+    /// Runs one fenced write statement (`PUT_*` with `value`, `DELETE_*`
+    /// without): binds collection, key, the fence's lease and token, the
+    /// value, and the expected version for `At`; returns its outcome once
+    /// the fence held.
+    async fn write(
+        &self,
+        statement: &'static str,
+        collection: &str,
+        key: &str,
+        value: Option<Vec<u8>>,
+        expect: Precondition,
+        fence: Option<&Fence>,
+    ) -> Result<WriteOutcome> {
+        let verb = if value.is_some() {
+            "writing"
+        } else {
+            "deleting"
+        };
+        let doing = format!("{verb} {collection}/{key}");
+        let mut query = sqlx::query(statement)
+            .bind(collection)
+            .bind(key)
+            .bind(fence.map(|f| f.lease.as_str()))
+            .bind(fence.map_or(0, token_of));
+        if let Some(value) = value {
+            query = query.bind(value);
+        }
+        if let Precondition::At(version) = expect {
+            query = query.bind(db_version(version));
+        }
+        let row = query
+            .fetch_one(self.pool)
+            .await
+            .map_err(|e| map_sqlx(self.server, doing.clone(), e))?;
+        let outcome = WriteOutcome::from_row(&row).map_err(|e| map_sqlx(self.server, doing, e))?;
+        outcome.fenced(fence)?;
+        Ok(outcome)
+    }
+
     pub(crate) async fn put(
         &self,
         collection: &str,
@@ -236,23 +275,9 @@ impl Records<'_> {
             Precondition::Absent => PUT_ABSENT,
             Precondition::Any => PUT_ANY,
         };
-        let mut query = sqlx::query(statement)
-            .bind(collection)
-            .bind(key)
-            .bind(fence.map(|f| f.lease.as_str()))
-            .bind(fence.map_or(0, token_of))
-            .bind(value);
-        if let Precondition::At(version) = expect {
-            query = query.bind(db_version(version));
-        }
-        let doing = || format!("writing {collection}/{key}");
-        let row = query
-            .fetch_one(self.pool)
-            .await
-            .map_err(|e| map_sqlx(self.server, doing(), e))?;
-        let outcome =
-            WriteOutcome::from_row(&row).map_err(|e| map_sqlx(self.server, doing(), e))?;
-        outcome.fenced(fence)?;
+        let outcome = self
+            .write(statement, collection, key, Some(value), expect, fence)
+            .await?;
         match outcome.written {
             Some(version) => Ok(version_of(version)),
             None => Err(outcome.conflict(collection, key, expect)),
@@ -271,22 +296,9 @@ impl Records<'_> {
             Precondition::Absent => DELETE_ABSENT,
             Precondition::Any => DELETE_ANY,
         };
-        let mut query = sqlx::query(statement)
-            .bind(collection)
-            .bind(key)
-            .bind(fence.map(|f| f.lease.as_str()))
-            .bind(fence.map_or(0, token_of));
-        if let Precondition::At(version) = expect {
-            query = query.bind(db_version(version));
-        }
-        let doing = || format!("deleting {collection}/{key}");
-        let row = query
-            .fetch_one(self.pool)
-            .await
-            .map_err(|e| map_sqlx(self.server, doing(), e))?;
-        let outcome =
-            WriteOutcome::from_row(&row).map_err(|e| map_sqlx(self.server, doing(), e))?;
-        outcome.fenced(fence)?;
+        let outcome = self
+            .write(statement, collection, key, None, expect, fence)
+            .await?;
         match expect {
             Precondition::Any => Ok(()),
             Precondition::At(_) if outcome.written.is_some() => Ok(()),
