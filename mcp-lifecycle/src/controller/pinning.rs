@@ -46,9 +46,19 @@ impl Pass<'_> {
             st.pin_failed_for = None;
             return;
         }
+        let hash = self.hash.clone();
+        let wanted = !server.deleting
+            && server.rollout_image.is_none()
+            && server.spec.update.check
+            && pinned_digest(image).is_none()
+            && st.pin_failed_for.as_deref() != Some(&*hash);
+        if !wanted {
+            // The common case on every pass: decided without a look at the
+            // instances.
+            return;
+        }
         // No instance runs what is about to be created: pinning replaces
         // nothing that would not be replaced anyway.
-        let hash = self.hash.clone();
         let none_current = st
             .instances
             .values()
@@ -60,13 +70,7 @@ impl Pass<'_> {
                 .0
                 .values()
                 .all(|o| *o.spec_hash != *hash);
-        let due = !server.deleting
-            && server.rollout_image.is_none()
-            && server.spec.update.check
-            && pinned_digest(image).is_none()
-            && st.pin_failed_for.as_deref() != Some(&*hash)
-            && none_current;
-        if !due {
+        if !none_current {
             return;
         }
         let timeout = self.shared.config.resolve_timeout;
