@@ -76,6 +76,14 @@ pub(crate) async fn engine_name(docker: &Docker) -> String {
     }
 }
 
+/// Whether `engine` (as [`engine_name`] reports it) is Podman, whose
+/// Docker-compatible API differs where this crate must know it: no
+/// distribution endpoint, and repo digests that do not record which digest
+/// was pulled under which name.
+pub(crate) fn is_podman(engine: &str) -> bool {
+    engine.starts_with("Podman")
+}
+
 /// The HTTP status of an engine error response, if it is one.
 pub(crate) fn status_of(e: &BollardError) -> Option<u16> {
     match e {

@@ -39,10 +39,14 @@ const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Instances and servers by container id, for engines whose events do not
-/// carry the container's labels.
+/// carry the container's labels; and each container's last exit as its
+/// `die` event announced it, for engines whose inspect can lose the code.
 #[derive(Default)]
 pub(crate) struct KnownContainers {
     by_id: Mutex<HashMap<String, (InstanceId, String)>>,
+    /// Container id → (the engine's time of its last `die` in milliseconds,
+    /// the exit code it announced).
+    exits: Mutex<HashMap<String, (u64, i32)>>,
 }
 
 impl KnownContainers {
@@ -63,6 +67,32 @@ impl KnownContainers {
 
     fn forget(&self, container_id: &str) {
         self.lock().remove(container_id);
+        self.lock_exits().remove(container_id);
+    }
+
+    /// Records the exit a `die` event announced.
+    fn exited(&self, container_id: &str, at_ms: u64, code: i32) {
+        let mut exits = self.lock_exits();
+        let last = exits
+            .entry(container_id.to_owned())
+            .or_insert((at_ms, code));
+        if at_ms >= last.0 {
+            *last = (at_ms, code);
+        }
+    }
+
+    /// The exit code the container's `die` event announced, if that event
+    /// came at or after `started_at_ms` (so it ended the run an inspect
+    /// reports rather than an earlier one).
+    pub(crate) fn announced_exit(&self, container_id: &str, started_at_ms: u64) -> Option<i32> {
+        self.lock_exits()
+            .get(container_id)
+            .filter(|(at, _)| *at >= started_at_ms)
+            .map(|(_, code)| *code)
+    }
+
+    fn lock_exits(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, i32)>> {
+        self.exits.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (InstanceId, String)>> {
@@ -199,13 +229,24 @@ impl Watcher {
                 oom.insert(container);
                 return None;
             }
-            "die" | "died" => RuntimeEventKind::Exited {
-                code: attributes
+            "die" | "died" => {
+                let code = attributes
                     .get("exitCode")
                     .or_else(|| attributes.get("containerExitCode"))
-                    .and_then(|c| c.parse().ok()),
-                oom_killed: oom.remove(&container),
-            },
+                    .and_then(|c| c.parse().ok());
+                let at_ms = message
+                    .time_nano
+                    .map(|nanos| nanos / 1_000_000)
+                    .or_else(|| message.time.map(|secs| secs.saturating_mul(1000)))
+                    .and_then(|ms| u64::try_from(ms).ok());
+                if let (Some(code), Some(at_ms)) = (code, at_ms) {
+                    self.known.exited(&container, at_ms, code);
+                }
+                RuntimeEventKind::Exited {
+                    code,
+                    oom_killed: oom.remove(&container),
+                }
+            }
             "destroy" | "remove" => {
                 self.known.forget(&container);
                 oom.remove(&container);

@@ -150,14 +150,30 @@ fn status_of(
     let error = state.error.clone().filter(|e| !e.is_empty());
     let code = state.exit_code.and_then(|c| i32::try_from(c).ok());
     let oom_killed = state.oom_killed.unwrap_or(false);
+    // A real start time (never started is the zero time, which does not
+    // parse) means the container has run.
+    let has_run = state
+        .started_at
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .is_some();
     match state.status {
         // Created and never started, unless a start failed (then the engine
         // records the error and an exit code on a container still "created").
         Some(ContainerStateStatusEnum::CREATED) | Some(ContainerStateStatusEnum::EMPTY) | None
-            if error.is_none() =>
+            if error.is_none() && !has_run =>
         {
             RuntimeStatus::Created
         }
+        // Podman sometimes leaves a container that started and exited at
+        // once as "created", with exit code 0 whatever the process returned:
+        // it is not running, and its recorded code is not to be trusted (the
+        // orchestrator fills in the code its `die` event announced).
+        Some(ContainerStateStatusEnum::CREATED) if error.is_none() => RuntimeStatus::Exited {
+            code: None,
+            oom_killed,
+            reason: Some("exited right after its start".to_owned()),
+        },
         _ => {
             let mut reason = match (&error, oom_killed, code) {
                 (Some(error), _, _) => error.clone(),
@@ -276,9 +292,28 @@ mod tests {
         }
         let created = ContainerState {
             status: Some(ContainerStateStatusEnum::CREATED),
+            started_at: Some("0001-01-01T00:00:00Z".into()),
             ..ContainerState::default()
         };
         assert_eq!(status_of(&created, 0, false), RuntimeStatus::Created);
+        // Podman, after a container started and exited at once: "created",
+        // with the start it had and a code of 0 that is not the process's.
+        let ran = ContainerState {
+            status: Some(ContainerStateStatusEnum::CREATED),
+            started_at: Some("2026-12-01T17:17:56.306856469Z".into()),
+            finished_at: Some("2026-12-01T17:17:56.308271468Z".into()),
+            exit_code: Some(0),
+            ..ContainerState::default()
+        };
+        assert_eq!(
+            status_of(&ran, 0, false),
+            RuntimeStatus::Exited {
+                code: None,
+                oom_killed: false,
+                reason: Some("exited right after its start".into()),
+            },
+            "a container that has run is not created, and its 0 is not trusted"
+        );
         let failed_start = ContainerState {
             status: Some(ContainerStateStatusEnum::CREATED),
             exit_code: Some(127),

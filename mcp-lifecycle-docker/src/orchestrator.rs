@@ -21,7 +21,8 @@ use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures::StreamExt;
 use mcp_lifecycle::ports::{
-    Connection, EventStream, InstanceObservation, InstanceSpec, Orchestrator, RuntimeEvent, labels,
+    Connection, EventStream, InstanceObservation, InstanceSpec, Orchestrator, RuntimeEvent,
+    RuntimeStatus, labels,
 };
 use mcp_lifecycle::spec::{Source, Transport};
 use mcp_lifecycle::{Error, InstanceId, Result, StopMode};
@@ -182,7 +183,7 @@ impl DockerOrchestratorBuilder {
             inner: Arc::new(Inner {
                 network: Network::new(settings.network.clone()),
                 images: Images::new(settings.pull_credentials),
-                digests: DigestCache::default(),
+                digests: DigestCache::new(!client::is_podman(&engine)),
                 attachments: Attachments::default(),
                 known,
                 events: sender,
@@ -362,7 +363,8 @@ impl DockerOrchestrator {
         Ok(Some(found))
     }
 
-    /// The observation of an inspected container, with its running digest.
+    /// The observation of an inspected container, with its running digest,
+    /// and the exit code its `die` event announced where the inspect lost it.
     async fn observe(&self, found: &Inspected) -> InstanceObservation {
         let digest = if found.image_id.is_empty() {
             None
@@ -372,7 +374,24 @@ impl DockerOrchestrator {
                 .running_digest(&self.inner.docker, &found.image_id, &found.configured_image)
                 .await
         };
-        found.observation(digest)
+        let mut observation = found.observation(digest);
+        if let RuntimeStatus::Exited {
+            code: code @ None,
+            oom_killed,
+            reason,
+        } = &mut observation.status
+            && let Some(announced) = found.started_at.and_then(|started| {
+                self.inner
+                    .known
+                    .announced_exit(&found.container_id, started.as_millis())
+            })
+        {
+            *code = Some(announced);
+            if !*oom_killed {
+                *reason = Some(format!("exited with code {announced}"));
+            }
+        }
+        observation
     }
 
     /// Re-inspects a container by its engine id and observes it.

@@ -165,7 +165,7 @@ impl DockerDistributionResolver {
 
     /// Whether the engine is one without the distribution endpoint (Podman).
     async fn engine_lacks_distribution(&self) -> bool {
-        self.engine_name().await.starts_with("Podman")
+        client::is_podman(&self.engine_name().await)
     }
 }
 

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    Cleanup, Untag, containers_of, eventually, images_script, orchestrator, push_as, registry,
-    registry_digest, running_images, setup, unique,
+    Cleanup, Untag, containers_of, eventually, images_script, is_podman, orchestrator, push_as,
+    registry, registry_digest, running_images, setup, unique,
 };
 use mcp_lifecycle::spec::UpdatePolicy;
 use mcp_lifecycle::state::{
@@ -207,10 +207,20 @@ async fn containers_settle(engine: &Docker, manager: &str, n: usize, image: &str
 
 // ---------------------------------------------------------------- 1. up to date
 
-async fn up_to_date(test: &str, resolver: impl FnOnce(&Docker) -> Arc<dyn ImageResolver>) {
+/// A server started by a fresh tag with `resolver` is pinned to the tag's
+/// digest and found up to date. Where the engine cannot offer the resolver
+/// (`engine_resolves` false: the distribution resolver on Podman), the tag
+/// cannot be pinned: the container runs the tag, its digest is unknown, and
+/// every check fails as `ResolverUnsupported` naming the resolver to use.
+async fn up_to_date(
+    test: &str,
+    resolver: impl FnOnce(&Docker) -> Arc<dyn ImageResolver>,
+    engine_resolves: impl FnOnce(bool) -> bool,
+) {
     let Some(env) = env(test).await else {
         return;
     };
+    let resolves = engine_resolves(is_podman(&env.engine).await);
     let _registry = REGISTRY.read().await;
     let (tag, v1, _untag) = env.own_tag(test, &env.local_v1).await;
     let manager = unique("mcpl-fresh");
@@ -226,6 +236,34 @@ async fn up_to_date(test: &str, resolver: impl FnOnce(&Docker) -> Arc<dyn ImageR
     let name = unique("fresh");
     lc.apply(server_spec(&name, &tag, 1, false)).await.unwrap();
     let s = running(&lc, &name).await;
+    if !resolves {
+        assert!(s.running_digests.is_empty(), "{}", s.to_table());
+        assert_eq!(
+            running_images(&env.engine, &manager).await,
+            vec![tag.clone()]
+        );
+        let u = lc.check_updates_now(&name).await.unwrap();
+        assert!(
+            matches!(
+                u.state,
+                Freshness::CheckFailed {
+                    category: CheckFailure::ResolverUnsupported,
+                    ..
+                }
+            ),
+            "{u:?}"
+        );
+        let failure = u.last_failure.expect("the failure is recorded");
+        assert!(
+            failure.message.contains("RegistryResolver"),
+            "the failure names the resolver to use: {}",
+            failure.message
+        );
+        lc.delete(&name).await.unwrap();
+        lc.shutdown().await.unwrap();
+        assert!(containers_of(&env.engine, &manager).await.is_empty());
+        return;
+    }
     assert_eq!(s.running_digests, vec![v1.clone()], "{}", s.to_table());
 
     let u = lc.check_updates_now(&name).await.unwrap();
@@ -257,16 +295,22 @@ async fn up_to_date(test: &str, resolver: impl FnOnce(&Docker) -> Arc<dyn ImageR
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn registry_resolver_finds_the_running_digest_up_to_date() {
-    up_to_date("uptodate-oci", |_| resolver()).await;
+    up_to_date("uptodate-oci", |_| resolver(), |_podman| true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn distribution_resolver_finds_the_running_digest_up_to_date() {
-    up_to_date("uptodate-engine", |engine| {
-        Arc::new(
-            DockerDistributionResolver::new(engine.clone()).with_timeout(Duration::from_secs(10)),
-        )
-    })
+    // Podman has no distribution endpoint: there the check must fail clearly.
+    up_to_date(
+        "uptodate-engine",
+        |engine| {
+            Arc::new(
+                DockerDistributionResolver::new(engine.clone())
+                    .with_timeout(Duration::from_secs(10)),
+            )
+        },
+        |podman| !podman,
+    )
     .await;
 }
 

@@ -14,7 +14,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cleanup, eventually, orchestrator, registry, setup, unique};
+use common::{Cleanup, eventually, is_podman, orchestrator, registry, setup, unique};
 use mcp_lifecycle::ports::{Connection, ImageResolver, ResolveFailure, RuntimeStatus, labels};
 use mcp_lifecycle::spec::{Source, Transport};
 use mcp_lifecycle::testing::orchestrator_conformance::{
@@ -338,24 +338,55 @@ async fn registry_images_are_pulled_when_missing_and_report_their_digest() {
     let manager = unique("mcpl-pull");
     let _cleanup = Cleanup::new(&manager);
     let orch = orchestrator(&manager).await;
-    let spec = spec(&manager, &unique("pull"), 0, &reference);
-    let started = orch.start(&spec).await.unwrap();
+    let tagged_spec = spec(&manager, &unique("pull"), 0, &reference);
+    let podman = is_podman(&docker).await;
+    let started = orch.start(&tagged_spec).await.unwrap();
     assert_eq!(orch.pull_count(), 1, "one pull for a missing image");
-    assert_eq!(
-        started.image_digest.as_deref(),
-        Some(digest_v1.as_str()),
-        "the running digest is the registry's manifest digest of v1"
-    );
+    if podman {
+        // Podman's repo digests cross every name with every digest, so they
+        // do not say what the tag was pulled by: unknown, never a guess.
+        assert_eq!(
+            started.image_digest, None,
+            "a tag-started container on Podman"
+        );
+    } else {
+        assert_eq!(
+            started.image_digest.as_deref(),
+            Some(digest_v1.as_str()),
+            "the running digest is the registry's manifest digest of v1"
+        );
+    }
     // Starting again in place pulls nothing.
-    orch.stop(&spec.id, StopMode::Force, Duration::ZERO)
+    orch.stop(&tagged_spec.id, StopMode::Force, Duration::ZERO)
         .await
         .unwrap();
-    orch.start(&spec).await.unwrap();
+    orch.start(&tagged_spec).await.unwrap();
     assert_eq!(orch.pull_count(), 1);
 
-    // The resolver agrees, through the engine's distribution endpoint.
-    let resolver = DockerDistributionResolver::new(docker.clone());
-    assert_eq!(resolver.resolve(&reference).await.unwrap(), digest_v1);
+    // Started by digest (as the controller pins tags), on either engine the
+    // running digest is the one asked for, pulled from the registry.
+    let pinned = format!("{registry_image}@{digest_v1}");
+    let pinned_spec = spec(&manager, &unique("pinned"), 0, &pinned);
+    let started = orch.start(&pinned_spec).await.unwrap();
+    assert_eq!(started.image_digest.as_deref(), Some(digest_v1.as_str()));
+    let container = orch
+        .container_id(&pinned_spec.id)
+        .await
+        .unwrap()
+        .expect("the pinned instance has a container");
+    let inspected = docker.inspect_container(&container, None).await.unwrap();
+    assert_eq!(
+        inspected.config.and_then(|c| c.image).as_deref(),
+        Some(pinned.as_str()),
+        "the container was created from the pinned reference"
+    );
+
+    if !podman {
+        // The resolver agrees, through the engine's distribution endpoint
+        // (Podman has none; `the_resolver_classifies_failures` covers it).
+        let resolver = DockerDistributionResolver::new(docker.clone());
+        assert_eq!(resolver.resolve(&reference).await.unwrap(), digest_v1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,13 +407,7 @@ async fn the_resolver_classifies_failures() {
         .resolve("127.0.0.1:1/mcp-lifecycle/none:v1")
         .await
         .unwrap_err();
-    let version = docker.version().await.unwrap();
-    let podman = version
-        .components
-        .iter()
-        .flatten()
-        .any(|c| c.name.contains("Podman"));
-    if podman {
+    if is_podman(&docker).await {
         // Podman has no distribution endpoint: every resolution says so,
         // naming the resolver to use instead, rather than "not found".
         assert_eq!(

@@ -103,6 +103,22 @@ pub(crate) async fn setup(test: &str) -> Option<(Docker, TestImages)> {
     Some((docker, images))
 }
 
+/// Whether the engine is Podman (through its Docker-compatible API), where a
+/// few answers differ by design: no distribution endpoint, and a tag-started
+/// container's running digest is unknown (Podman's repo digests do not say
+/// which digest a tag was pulled by).
+pub(crate) async fn is_podman(docker: &Docker) -> bool {
+    let version = docker
+        .version()
+        .await
+        .unwrap_or_else(|e| panic!("asking the engine its version: {e}"));
+    version
+        .components
+        .iter()
+        .flatten()
+        .any(|c| c.name.contains("Podman"))
+}
+
 /// The registry image and v1 digest, or `None` (after printing why) when the
 /// local registry is not up.
 pub(crate) async fn registry(test: &str, images: &TestImages) -> Option<(String, String)> {
