@@ -20,7 +20,9 @@
 # saved from the Docker engine and loaded here under the same names.
 #
 # Files under /var/tmp/mcp-lifecycle-podman/: service.pid, service.log,
-# apt.log, images.stamp (the image ids last loaded).
+# apt.log, images.stamp (the image ids last loaded), tmp/ (the service's
+# TMPDIR: a push through the API leaves digest files there, which would
+# otherwise litter /var/tmp; emptied at stop).
 set -euo pipefail
 
 STATE_DIR=/var/tmp/mcp-lifecycle-podman
@@ -29,6 +31,7 @@ SOCKET="$SOCKET_DIR/podman.sock"
 PID_FILE="$STATE_DIR/service.pid"
 LOG_FILE="$STATE_DIR/service.log"
 STAMP="$STATE_DIR/images.stamp"
+SERVICE_TMP="$STATE_DIR/tmp"
 IMAGES=(mcp-lifecycle/test-server:v1 mcp-lifecycle/test-server:v2 mcp-lifecycle/test-server:v3)
 START_TIMEOUT_S=30
 
@@ -80,10 +83,10 @@ start_service() {
     if answers; then
         return
     fi
-    mkdir -p "$STATE_DIR" "$SOCKET_DIR"
+    mkdir -p "$STATE_DIR" "$SOCKET_DIR" "$SERVICE_TMP"
     rm -f "$SOCKET"
     log "starting the API service on $SOCKET"
-    setsid podman system service --time=0 "unix://$SOCKET" >"$LOG_FILE" 2>&1 </dev/null &
+    TMPDIR="$SERVICE_TMP" setsid podman system service --time=0 "unix://$SOCKET" >"$LOG_FILE" 2>&1 </dev/null &
     echo $! >"$PID_FILE"
     local waited=0
     until answers; do
@@ -123,6 +126,7 @@ stop_service() {
     # Containers the tests left behind would outlive the service otherwise.
     podman ps -aq --filter label=mcp-lifecycle.dev/managed-by 2>/dev/null |
         xargs -r podman rm -f >/dev/null 2>&1 || true
+    rm -rf "$SERVICE_TMP"
 }
 
 case "${1:-start}" in

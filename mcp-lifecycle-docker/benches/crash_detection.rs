@@ -5,9 +5,15 @@
 //! The goal is a median under 250 ms; the result is printed as PASS or MISS,
 //! never asserted.
 //!
+//! Runs against whichever engine `DOCKER_HOST` names (Docker, or Podman
+//! through its Docker-compatible API) and prints that engine's name and
+//! version beside the figures, so runs on both engines compare side by side.
+//!
 //! Needs a reachable engine and `scripts/test-images.sh`'s images; prints
-//! why and exits 0 without them. Run: `cargo bench -p mcp-lifecycle-docker
-//! --bench crash_detection` (`-- <kills>` to change the count).
+//! why and exits 0 without them, or exits 1 under
+//! `MCP_LIFECYCLE_REQUIRE_DOCKER=1` (as in CI, which must not skip it). Run:
+//! `cargo bench -p mcp-lifecycle-docker --bench crash_detection` (`-- <kills>`
+//! to change the count).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -37,6 +43,16 @@ fn main() {
     runtime.block_on(run(kills));
 }
 
+/// Says why the benchmark cannot run: a skip, or a failure where CI
+/// requires the engine.
+fn cannot_run(reason: &str) {
+    if std::env::var("MCP_LIFECYCLE_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
+        println!("crash_detection: FAILED ({reason}; MCP_LIFECYCLE_REQUIRE_DOCKER=1)");
+        std::process::exit(1);
+    }
+    println!("crash_detection: SKIPPED ({reason})");
+}
+
 fn image() -> String {
     let from_file = std::fs::read_to_string("/var/tmp/mcp-lifecycle-registry/images.env")
         .unwrap_or_default()
@@ -57,13 +73,15 @@ async fn run(kills: usize) {
     {
         Ok(orch) => orch,
         Err(e) => {
-            println!("crash_detection: SKIPPED (no Docker engine: {e})");
+            cannot_run(&format!("no Docker engine: {e}"));
             return;
         }
     };
     let image = image();
     if orch.docker().inspect_image(&image).await.is_err() {
-        println!("crash_detection: SKIPPED (image {image} missing; run scripts/test-images.sh)");
+        cannot_run(&format!(
+            "image {image} missing; run scripts/test-images.sh"
+        ));
         return;
     }
     let mut spec = conformance_spec("crash-bench", 0, Source::Image(image.clone()));
@@ -131,8 +149,11 @@ async fn run(kills: usize) {
 
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let engine = orch
+        .runtime_version()
+        .unwrap_or_else(|| "unknown engine".to_owned());
     println!(
-        "crash_detection: docker kill -> Exited event on events(), {} kills ({} missed), engine API {}",
+        "crash_detection: kill -> Exited event on events(), {} kills ({} missed), {engine} (API {})",
         latencies.len(),
         failures,
         orch.docker().client_version()
@@ -158,7 +179,7 @@ async fn run(kills: usize) {
         "MISS"
     };
     println!(
-        "crash_detection: {verdict} (goal: median under {} ms, every kill observed)",
+        "crash_detection: {verdict} on {engine} (goal: median under {} ms, every kill observed)",
         GOAL.as_millis()
     );
     if left > 0 {
