@@ -196,3 +196,52 @@ async fn three_hosts_checking_at_once_reinstall_exactly_once() {
         s.to_table()
     );
 }
+
+/// A host call made on a standby reaches the leader through the store's
+/// change announcements, not at the leader's next renewal: with renewals a
+/// minute apart, the leader starts what a standby applied, and scales what a
+/// standby scaled, within a second.
+#[tokio::test(start_paused = true)]
+async fn a_standby_write_reaches_the_leader_at_once() {
+    let c = Cluster::new();
+    let election = LeaderElection {
+        lease_ttl: Duration::from_secs(180),
+        renew_every: Duration::from_secs(60),
+    };
+    let host = |name: &'static str| {
+        Lifecycle::builder()
+            .orchestrator(Arc::new(c.runtime.clone()))
+            .prober(Arc::new(FakeProber::new()))
+            .store(c.store.clone() as Arc<dyn Store>)
+            .clock(c.clock.clone())
+            .config(LifecycleConfig {
+                holder_id: Some(name.to_owned()),
+                leader_election: Some(election),
+                ..LifecycleConfig::default()
+            })
+            .build()
+    };
+    let leader = host("host-a").await.unwrap();
+    // Let host-a take the lease before host-b exists.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let standby = host("host-b").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    standby
+        .apply(ServerSpec::new("tools", Source::Image(TAG.into())))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        c.running_instances(),
+        1,
+        "the leader started what the standby applied without waiting for its renewal"
+    );
+    standby.scale("tools", 3).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(c.running_instances(), 3, "and scaled what it scaled");
+    let s = leader.status("tools").await.unwrap();
+    assert_eq!(s.desired, 3, "{}", s.to_table());
+    leader.shutdown().await.unwrap();
+    standby.shutdown().await.unwrap();
+}

@@ -145,30 +145,48 @@ async fn take_over(shared: &Arc<Shared>) -> Result<()> {
 
 /// Host calls on other hosts (apply, scale, stop, delete) write server
 /// records to the store; the leader picks up every record newer than its own
-/// copy and reconciles that server.
-async fn pick_up_host_writes(shared: &Arc<Shared>) -> Result<()> {
+/// copy and reconciles that server. Run at every renewal, and whenever the
+/// store's change announcements had a gap.
+pub(super) async fn pick_up_host_writes(shared: &Arc<Shared>) -> Result<()> {
     for (name, stored) in records::load_all::<ServerRecord>(shared.store.as_ref(), SERVERS).await? {
-        match shared.slot(&name) {
-            Some(slot) => {
-                let mut st = slot.state.lock().await;
-                let newer = match (st.record(), stored.version) {
-                    (Some(mine), Some(theirs)) => mine.version.is_none_or(|v| v < theirs),
-                    (None, _) => false,
-                    (Some(_), None) => false,
-                };
-                if newer {
-                    st.set_record(Some(stored));
-                    drop(st);
-                    slot.kick.notify_one();
-                }
-            }
-            None => {
-                let (slot, _) = shared.ensure_slot(&name, ServerState::new(Some(stored)));
+        pick_up(shared, &name, stored).await;
+    }
+    Ok(())
+}
+
+/// Takes `stored` (server `name`'s record as the store holds it) if it is
+/// newer than this host's copy, or a server this host does not know yet,
+/// publishes the server's status (so a standby reports it too) and kicks the
+/// server's task (which acts only on the leader). Older or equal copies (this
+/// host's own writes coming back) change nothing.
+pub(super) async fn pick_up(
+    shared: &Arc<Shared>,
+    name: &str,
+    stored: records::Versioned<ServerRecord>,
+) {
+    match shared.slot(name) {
+        Some(slot) => {
+            let mut st = slot.state.lock().await;
+            let newer = match (st.record(), stored.version) {
+                (Some(mine), Some(theirs)) => mine.version.is_none_or(|v| v < theirs),
+                (None, _) => false,
+                (Some(_), None) => false,
+            };
+            if newer {
+                st.set_record(Some(stored));
+                publish(shared, &slot, &mut st);
+                drop(st);
                 slot.kick.notify_one();
             }
         }
+        None => {
+            let (slot, _) = shared.ensure_slot(name, ServerState::new(Some(stored)));
+            let mut st = slot.state.lock().await;
+            publish(shared, &slot, &mut st);
+            drop(st);
+            slot.kick.notify_one();
+        }
     }
-    Ok(())
 }
 
 /// The election loop: acquire or renew the leader lease every `renew_every`.

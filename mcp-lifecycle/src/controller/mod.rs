@@ -11,11 +11,14 @@
 //! is serialized); a semaphore bounds how many servers reconcile at once. A
 //! pump turns the runtime's event stream into kicks; a resync task lists
 //! every workload periodically; a freshness task checks images; a leadership
-//! task holds the leader lease when hosts share a store.
+//! task holds the leader lease when hosts share a store, and every host
+//! follows the store's change announcements to take other hosts' writes at
+//! once.
 //!
 //! Files: `shared` (what the tasks share), `server` (one server's slot and
 //! state), `tasks` (the long-running tasks), `reconcile` (one pass),
-//! `runtime_view` (the cached listing), `leadership`, `freshness`, `intents`
+//! `runtime_view` (the cached listing), `leadership`, `store_changes`,
+//! `freshness`, `intents`
 //! (what host calls change) and `reads` (snapshots, peers, tools).
 
 mod freshness;
@@ -28,6 +31,7 @@ mod reconcile;
 mod runtime_view;
 mod server;
 mod shared;
+mod store_changes;
 mod tasks;
 
 use std::collections::HashMap;
@@ -124,6 +128,7 @@ impl Controller {
             .spawn(tasks::pump_runtime_events(shared.clone(), stream));
         shared.tasks.spawn(tasks::run_resync_loop(shared.clone()));
         shared.tasks.spawn(leadership::run(shared.clone()));
+        shared.tasks.spawn(store_changes::follow(shared.clone()));
         shared.tasks.spawn(freshness::run(shared.clone()));
         Ok(Controller { shared })
     }

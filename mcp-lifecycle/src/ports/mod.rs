@@ -18,4 +18,4 @@ pub use orchestrator::{
 };
 pub use replicas::{ReplicaDetail, ReplicaOwner, WaitingReason, WorkloadSpec};
 pub use secret_source::{EnvSecretSource, SecretSource, StaticSecretSource};
-pub use store::{Fence, Lease, Precondition, Record, Store, Version};
+pub use store::{Fence, Lease, Precondition, Record, Store, StoreChange, Version};

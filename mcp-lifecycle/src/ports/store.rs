@@ -4,12 +4,15 @@
 //! The port is a small keyed record store (collections of JSON bytes); the
 //! typed views the controller uses are written once above it. Time for lease
 //! expiry is passed in (`now`), so every host sharing a store agrees on it
-//! through its own wall clock and tests control it.
+//! through its own wall clock and tests control it. A store may also announce
+//! changes ([`Store::changes`]), so the leader acts on a write made by any
+//! host at once instead of at its next lease renewal.
 
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -83,6 +86,27 @@ pub struct Fence {
     pub token: u64,
 }
 
+/// What [`Store::changes`] announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A record was written or deleted, by this host or any other sharing
+    /// the store. It says which, not what: read the record for its value.
+    Record {
+        /// The record's collection.
+        collection: String,
+        /// The record's key.
+        key: String,
+        /// The version the write gave it; `None` for a delete. A subscriber
+        /// that already holds this version (its own write coming back) need
+        /// not read the record.
+        version: Option<Version>,
+    },
+    /// Changes may have been missed (the subscriber fell behind, or the
+    /// store lost and regained its notification channel): re-read whatever
+    /// the subscriber follows.
+    Missed,
+}
+
 /// The storage port.
 ///
 /// # Contract
@@ -103,6 +127,12 @@ pub struct Fence {
 ///   since been granted to someone else.
 /// - `release_lease` of a lease no longer held by the caller succeeds and
 ///   changes nothing.
+/// - `changes`, where offered, announces every successful `put` and every
+///   `delete` that removed a record, made through any handle on the same
+///   data, soon after it is durable (in order per record; announcements may
+///   be coalesced, and a gap is announced as [`StoreChange::Missed`]). It is
+///   a hint to act promptly, never the only way to learn of a change: the
+///   controller still re-reads at every lease renewal.
 ///
 /// Every store must pass `testing::store_conformance`.
 #[async_trait]
@@ -147,4 +177,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives a lease up early so another holder need not wait for expiry.
     async fn release_lease(&self, lease: &Lease) -> Result<()>;
+
+    /// A stream of the changes to this store's records, from now on, if the
+    /// store can announce them (see the contract above); `None` (the
+    /// default) if it cannot, and the controller then learns of other hosts'
+    /// writes at its lease renewals only. Each call is a new subscription.
+    fn changes(&self) -> Option<BoxStream<'static, StoreChange>> {
+        None
+    }
 }

@@ -5,17 +5,20 @@
 //! (precondition, fence, lease rules from [`super`]) is atomic. It must not
 //! hold the lock across an `.await` (no method awaits at all), must not do
 //! I/O, and must not read a clock: lease time comes in as `now`. Nothing
-//! survives the process; use `RedbStore` for that.
+//! survives the process; use `RedbStore` for that. Writes are announced on
+//! [`Store::changes`] after the lock is released.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
+use super::change_feed::ChangeFeed;
 use super::{LeaseRow, check_fence, check_precondition, next_revision};
 use crate::error::Result;
-use crate::ports::{Fence, Lease, Precondition, Record, Store, Version};
+use crate::ports::{Fence, Lease, Precondition, Record, Store, StoreChange, Version};
 use crate::time::Timestamp;
 
 /// A [`Store`] that keeps everything in process memory.
@@ -23,10 +26,13 @@ use crate::time::Timestamp;
 /// Cheap to create and to clone into an `Arc`; every operation takes one
 /// short mutex section. Versions come from one store-wide revision counter,
 /// and each lease key remembers the highest token it ever granted, so fencing
-/// survives releases and expiries.
+/// survives releases and expiries. Every `Lifecycle` sharing one (hosts in
+/// one process, as in tests) hears of the others' writes at once through
+/// [`Store::changes`].
 #[derive(Debug, Default)]
 pub struct InMemoryStore {
     inner: Mutex<Inner>,
+    feed: ChangeFeed,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +134,8 @@ impl Store for InMemoryStore {
             .entry(collection.to_owned())
             .or_default()
             .insert(key.to_owned(), (version, value));
+        drop(inner);
+        self.feed.announce(collection, key, Some(version));
         Ok(version)
     }
 
@@ -153,6 +161,8 @@ impl Store for InMemoryStore {
                 inner.records.remove(collection);
             }
         }
+        drop(inner);
+        self.feed.announce(collection, key, None);
         Ok(())
     }
 
@@ -186,6 +196,10 @@ impl Store for InMemoryStore {
             row.release(lease);
         }
         Ok(())
+    }
+
+    fn changes(&self) -> Option<BoxStream<'static, StoreChange>> {
+        Some(self.feed.subscribe())
     }
 }
 

@@ -7,6 +7,7 @@
 //! (a mutex, a write transaction), so they cannot drift apart. Nothing here
 //! performs I/O or reads a clock.
 
+mod change_feed;
 mod memory;
 #[cfg(feature = "redb")]
 mod redb;

@@ -7,7 +7,9 @@
 //! [`Durability::Immediate`], and the precondition / fence / lease rules from
 //! [`super`] are applied inside that transaction, so a process kill between
 //! any two calls loses nothing that was acknowledged and never leaves a
-//! half-applied write. It must not block the async runtime (every redb call
+//! half-applied write. Committed record writes are announced on
+//! [`Store::changes`] to this process's subscribers (one process opens a
+//! file at a time, so that is every host on it). It must not block the async runtime (every redb call
 //! runs on `spawn_blocking`), must not panic on anything the file can contain
 //! (bad bytes become errors), and must not read a clock.
 //!
@@ -22,14 +24,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
     WriteTransaction,
 };
 
+use super::change_feed::ChangeFeed;
 use super::{LeaseRow, check_fence, check_precondition, next_revision};
 use crate::error::{Error, Result};
-use crate::ports::{Fence, Lease, Precondition, Record, Store, Version};
+use crate::ports::{Fence, Lease, Precondition, Record, Store, StoreChange, Version};
 use crate::time::Timestamp;
 
 const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
@@ -48,6 +52,7 @@ const VERSION_LEN: usize = 8;
 pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
+    feed: ChangeFeed,
 }
 
 impl fmt::Debug for RedbStore {
@@ -190,6 +195,7 @@ impl RedbStore {
         Ok(RedbStore {
             db: Arc::new(db),
             path,
+            feed: ChangeFeed::default(),
         })
     }
 
@@ -302,19 +308,24 @@ impl Store for RedbStore {
         fence: Option<&Fence>,
     ) -> Result<Version> {
         let (collection, key, fence) = (collection.to_owned(), key.to_owned(), fence.cloned());
-        self.write(format!("writing {collection}/{key}"), move |txn, doing| {
-            fence_in(txn, fence.as_ref(), doing)?;
-            let mut records = txn.open_table(RECORDS).map_err(redb_err(doing))?;
-            let current = current_version(&records, &collection, &key, doing)?;
-            check_precondition(&collection, &key, current, expect)?;
-            let version = Version(bump_revision(txn, doing)?);
-            let bytes = encode_record(version, &value);
-            records
-                .insert((collection.as_str(), key.as_str()), bytes.as_slice())
-                .map_err(redb_err(doing))?;
-            Ok(Outcome::commit(version))
-        })
-        .await
+        let (announce_collection, announce_key) = (collection.clone(), key.clone());
+        let version = self
+            .write(format!("writing {collection}/{key}"), move |txn, doing| {
+                fence_in(txn, fence.as_ref(), doing)?;
+                let mut records = txn.open_table(RECORDS).map_err(redb_err(doing))?;
+                let current = current_version(&records, &collection, &key, doing)?;
+                check_precondition(&collection, &key, current, expect)?;
+                let version = Version(bump_revision(txn, doing)?);
+                let bytes = encode_record(version, &value);
+                records
+                    .insert((collection.as_str(), key.as_str()), bytes.as_slice())
+                    .map_err(redb_err(doing))?;
+                Ok(Outcome::commit(version))
+            })
+            .await?;
+        self.feed
+            .announce(&announce_collection, &announce_key, Some(version));
+        Ok(version)
     }
 
     async fn delete(
@@ -325,22 +336,29 @@ impl Store for RedbStore {
         fence: Option<&Fence>,
     ) -> Result<()> {
         let (collection, key, fence) = (collection.to_owned(), key.to_owned(), fence.cloned());
-        self.write(format!("deleting {collection}/{key}"), move |txn, doing| {
-            fence_in(txn, fence.as_ref(), doing)?;
-            let mut records = txn.open_table(RECORDS).map_err(redb_err(doing))?;
-            let current = current_version(&records, &collection, &key, doing)?;
-            check_precondition(&collection, &key, current, expect)?;
-            if current.is_none() {
-                return Ok(Outcome::unchanged(()));
-            }
-            // A delete is a write: it consumes a revision, like the memory store.
-            bump_revision(txn, doing)?;
-            records
-                .remove((collection.as_str(), key.as_str()))
-                .map_err(redb_err(doing))?;
-            Ok(Outcome::commit(()))
-        })
-        .await
+        let (announce_collection, announce_key) = (collection.clone(), key.clone());
+        let removed = self
+            .write(format!("deleting {collection}/{key}"), move |txn, doing| {
+                fence_in(txn, fence.as_ref(), doing)?;
+                let mut records = txn.open_table(RECORDS).map_err(redb_err(doing))?;
+                let current = current_version(&records, &collection, &key, doing)?;
+                check_precondition(&collection, &key, current, expect)?;
+                if current.is_none() {
+                    return Ok(Outcome::unchanged(false));
+                }
+                // A delete is a write: it consumes a revision, like the memory store.
+                bump_revision(txn, doing)?;
+                records
+                    .remove((collection.as_str(), key.as_str()))
+                    .map_err(redb_err(doing))?;
+                Ok(Outcome::commit(true))
+            })
+            .await?;
+        if removed {
+            self.feed
+                .announce(&announce_collection, &announce_key, None);
+        }
+        Ok(())
     }
 
     async fn acquire_lease(
@@ -398,6 +416,10 @@ impl Store for RedbStore {
             },
         )
         .await
+    }
+
+    fn changes(&self) -> Option<BoxStream<'static, StoreChange>> {
+        Some(self.feed.subscribe())
     }
 }
 

@@ -21,8 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
 use crate::error::{Error, ErrorKind, Result};
-use crate::ports::{Lease, Precondition, Record, Store, Version};
+use crate::ports::{Lease, Precondition, Record, Store, StoreChange, Version};
 use crate::time::Timestamp;
 
 /// Lease length used by the lease checks.
@@ -46,6 +49,7 @@ pub async fn run_all(store: &dyn Store) {
     lease_release(store).await;
     fencing(store).await;
     concurrent_cas_increments(store, 8, 25).await;
+    announces_changes(store).await;
 }
 
 /// A name no earlier check (in this process, or an earlier run on a durable
@@ -149,6 +153,99 @@ async fn must_acquire(store: &dyn Store, key: &str, holder: &str, now: Timestamp
         "store conformance: a granted lease names its key and holder and expires at now + ttl"
     );
     lease
+}
+
+/// How long a store may take to announce a committed write. Generous: the
+/// check is about what is announced; how fast is for benchmarks.
+const ANNOUNCE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The next announcement about collection `c` (others' changes to other
+/// collections are skipped) as key and version, or a panic naming `what`
+/// was expected.
+async fn next_change_in(
+    changes: &mut BoxStream<'static, StoreChange>,
+    c: &str,
+    what: &str,
+) -> (String, Option<Version>) {
+    let found = tokio::time::timeout(ANNOUNCE_WITHIN, async {
+        while let Some(change) = changes.next().await {
+            match change {
+                StoreChange::Record {
+                    collection,
+                    key,
+                    version,
+                } if collection == c => return Some((key, version)),
+                StoreChange::Record { .. } => {}
+                StoreChange::Missed => panic!(
+                    "store conformance: changes reported Missed while {what} (nothing was lost: the check writes a handful of records)"
+                ),
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(found)) => found,
+        Ok(None) => panic!("store conformance: the changes stream ended while {what}"),
+        Err(_) => {
+            panic!("store conformance: no change announced within {ANNOUNCE_WITHIN:?} while {what}")
+        }
+    }
+}
+
+/// Rule: a store that offers [`Store::changes`] announces every successful
+/// put (with the version it gave) and every delete that removed a record
+/// (with no version), in order per record, and nothing for a write that
+/// failed or a delete of a missing record. A store that does not offer
+/// changes passes trivially.
+pub async fn announces_changes(store: &dyn Store) {
+    let Some(mut changes) = store.changes() else {
+        return;
+    };
+    let c = unique("changes");
+    let key = |k: &str| k.to_owned();
+    let v1 = put(store, &c, "a", b"1", Precondition::Absent).await;
+    assert_eq!(
+        next_change_in(&mut changes, &c, "waiting for a create").await,
+        (key("a"), Some(v1)),
+        "store conformance: a create must be announced with its version"
+    );
+    let v2 = put(store, &c, "a", b"2", Precondition::At(v1)).await;
+    assert_eq!(
+        next_change_in(&mut changes, &c, "waiting for an update").await,
+        (key("a"), Some(v2)),
+        "store conformance: an update must be announced with its version"
+    );
+    // Failed writes and a delete of a missing record change nothing, so they
+    // announce nothing: the next announcement is the marker's.
+    let stale = store
+        .put(&c, "a", b"3".to_vec(), Precondition::At(v1), None)
+        .await;
+    assert!(stale.is_err(), "a stale compare-and-swap must fail");
+    ok(
+        store.delete(&c, "missing", Precondition::Any, None).await,
+        "delete a missing record",
+    );
+    let marker = put(store, &c, "marker", b"", Precondition::Any).await;
+    assert_eq!(
+        next_change_in(
+            &mut changes,
+            &c,
+            "waiting for the marker after failed writes"
+        )
+        .await,
+        (key("marker"), Some(marker)),
+        "store conformance: a failed write or a delete of nothing must not be announced"
+    );
+    ok(
+        store.delete(&c, "a", Precondition::Any, None).await,
+        "delete a record",
+    );
+    assert_eq!(
+        next_change_in(&mut changes, &c, "waiting for a delete").await,
+        (key("a"), None),
+        "store conformance: a delete must be announced, without a version"
+    );
 }
 
 /// Get, put, list and delete round-trip: a missing record reads as `None`, a
