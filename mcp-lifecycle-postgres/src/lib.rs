@@ -7,6 +7,9 @@
 //! - Versioned records with compare-and-swap in one SQL statement, and
 //!   leases whose fencing token the database increments; a write under a
 //!   stale token is rejected by the same statement that would write it.
+//! - Every committed record write is announced by NOTIFY and offered as
+//!   `Store::changes`, so the leader of several hosts acts on a host call
+//!   made on any of them at once.
 //! - The schema is created and migrated by the crate (migrations embedded
 //!   at compile time); a schema newer than the crate is refused, never
 //!   migrated down.
@@ -56,6 +59,7 @@
     )
 )]
 
+mod changes;
 mod errors;
 mod leases;
 mod records;

@@ -1,7 +1,8 @@
 //! [`PostgresStore`]: the handle, its builder, and the [`Store`] port on it.
 //!
 //! This file owns what `build()` does (parse the URL, connect once to check
-//! the database answers, create and migrate the schema, then open the pool)
+//! the database answers, create and migrate the schema, open the pool, then
+//! start listening for change announcements)
 //! and how the port's methods reach the statements in `records` and
 //! `leases`. It holds no SQL of its own beyond the connection settings, and
 //! never formats the URL or the connection options (they hold the password).
@@ -11,11 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mcp_lifecycle::ports::{Fence, Lease, Precondition, Record, Store, Version};
+use futures::stream::BoxStream;
+use mcp_lifecycle::ports::{Fence, Lease, Precondition, Record, Store, StoreChange, Version};
 use mcp_lifecycle::{Error, Result, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
+use crate::changes::Changes;
 use crate::leases::Leases;
 use crate::records::Records;
 use crate::schema;
@@ -53,6 +56,15 @@ pub const DEFAULT_SCHEMA: &str = "mcp_lifecycle";
 ///   crate is refused ([`mcp_lifecycle::ErrorKind::Invalid`]), never migrated
 ///   down; hosts that start at once migrate one after another under an
 ///   advisory lock.
+/// - **Change announcements**: every committed record write fires a trigger
+///   that NOTIFYs channel `mcp_lifecycle_changes`; the store LISTENs on one
+///   connection of its pool (opened by `build()`, so nothing written after
+///   a subscription is missed) and offers the announcements as
+///   [`Store::changes`]. The leader of hosts sharing the store thereby acts
+///   on a host call made on any standby at once, not at its next lease
+///   renewal. A lost listening connection is reopened with backoff and
+///   announced as `StoreChange::Missed`.
+///   [`PostgresStoreBuilder::announce_changes`] turns this off.
 /// - **Connection**: a sqlx pool from a `postgres://` URL; the password and
 ///   TLS (`sslmode=require`, `verify-ca`, `verify-full` with `sslrootcert`)
 ///   come from the URL, and TLS is rustls. Errors never contain the URL.
@@ -77,6 +89,8 @@ pub struct PostgresStore {
     schema: Arc<str>,
     /// `host:port`, for errors and `Debug`.
     server: Arc<str>,
+    /// The change listener, unless turned off.
+    changes: Option<Arc<Changes>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -132,6 +146,7 @@ pub struct PostgresStoreBuilder {
     schema: String,
     max_connections: u32,
     connect_timeout: Duration,
+    announce_changes: bool,
 }
 
 impl Default for PostgresStoreBuilder {
@@ -142,6 +157,7 @@ impl Default for PostgresStoreBuilder {
             schema: DEFAULT_SCHEMA.to_owned(),
             max_connections: 8,
             connect_timeout: Duration::from_secs(10),
+            announce_changes: true,
         }
     }
 }
@@ -153,6 +169,7 @@ impl std::fmt::Debug for PostgresStoreBuilder {
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
+            .field("announce_changes", &self.announce_changes)
             .finish_non_exhaustive()
     }
 }
@@ -180,7 +197,17 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The most connections the pool opens. Default: 8.
+    /// Whether the store listens for change announcements and offers them
+    /// as [`Store::changes`] (default: yes). Listening holds one of the
+    /// pool's connections for the store's lifetime; without it, hosts
+    /// learn of each other's writes at their lease renewals only.
+    pub fn announce_changes(mut self, on: bool) -> Self {
+        self.announce_changes = on;
+        self
+    }
+
+    /// The most connections the pool opens (the change listener holds one
+    /// of them). Default: 8.
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
         self
@@ -230,11 +257,19 @@ impl PostgresStoreBuilder {
             .max_connections(self.max_connections)
             .acquire_timeout(self.connect_timeout)
             .connect_lazy_with(options);
+        let changes = if self.announce_changes {
+            Some(Arc::new(
+                Changes::start(&pool, &self.schema, &server).await?,
+            ))
+        } else {
+            None
+        };
         tracing::debug!(server, schema = self.schema, "PostgreSQL store ready");
         Ok(PostgresStore {
             pool,
             schema: self.schema.into(),
             server: server.into(),
+            changes,
         })
     }
 }
@@ -311,5 +346,9 @@ impl Store for PostgresStore {
 
     async fn release_lease(&self, lease: &Lease) -> Result<()> {
         self.leases().release(lease).await
+    }
+
+    fn changes(&self) -> Option<BoxStream<'static, StoreChange>> {
+        self.changes.as_ref().map(|changes| changes.subscribe())
     }
 }
