@@ -70,6 +70,13 @@ async fn until(
     }
 }
 
+/// What `/readyz` says of this mcpd's leadership.
+async fn readyz_leader(d: &Mcpd) -> Option<bool> {
+    let (status, body) = d.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["leader"].as_bool()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_mcpd_share_a_postgres_store_and_the_standby_takes_over() {
     let test = "two_mcpd_share_a_postgres_store_and_the_standby_takes_over";
@@ -135,9 +142,12 @@ async fn two_mcpd_share_a_postgres_store_and_the_standby_takes_over() {
         }
     }
 
-    // One leader, and it is the one that runs the server.
+    // One leader, and it is the one that runs the server; `/readyz` says
+    // which it is.
     let leads = |d: &Mcpd| d.log().contains("became the leader");
     assert!(leads(&a) && !leads(&b), "a:\n{}\nb:\n{}", a.log(), b.log());
+    assert_eq!(readyz_leader(&a).await, Some(true));
+    assert_eq!(readyz_leader(&b).await, Some(false));
 
     // The leader exits (stopping what it ran): the standby takes over.
     terminate(&mut a).await;
@@ -147,6 +157,7 @@ async fn two_mcpd_share_a_postgres_store_and_the_standby_takes_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let taken = until(&b, "echo", 60, "ready after the take-over", ready).await;
+    assert_eq!(readyz_leader(&b).await, Some(true));
     assert_eq!(taken["phase"], "running", "{taken}");
     let answer = common::call_tool(&b, "/mcp/echo", "echo", "after the take-over").await;
     assert!(answer.contains("after the take-over"), "{answer}");

@@ -158,6 +158,11 @@ impl Controller {
         self.shared.orchestrator.runtime_version()
     }
 
+    /// Whether this host acts (see `Lifecycle::is_leader`).
+    pub(crate) fn is_leader(&self) -> bool {
+        self.shared.leadership.may_act()
+    }
+
     /// How many servers the controller holds.
     pub(crate) fn server_count(&self) -> usize {
         self.shared

@@ -247,6 +247,14 @@ impl Lifecycle {
         }
     }
 
+    /// Whether this host acts on the servers: always without leader
+    /// election; with it, while this host holds the leader lease (a standby
+    /// answers reads and takes host calls, which the leader carries out).
+    /// For status pages and for finding the leader among replicas.
+    pub fn is_leader(&self) -> bool {
+        self.controller.is_leader()
+    }
+
     /// A live MCP client to a ready instance of `name`, round-robin across
     /// ready replicas. It uses the instance's one session, which the health
     /// probes use too; it is safe to use from many tasks at once.

@@ -1,6 +1,7 @@
 //! The open probes: `/healthz` (the process answers) and `/readyz` (it
 //! takes work: the lifecycle manager is built and shutdown has not begun;
-//! its answer names the backend and the engine or cluster behind it).
+//! its answer names the backend and the engine or cluster behind it, and
+//! whether this mcpd leads the ones sharing its store).
 
 use axum::Json;
 use axum::extract::State;
@@ -18,6 +19,10 @@ pub(crate) struct Health {
     /// What the servers run on (`/readyz` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) runtime: Option<mcp_lifecycle::RuntimeInfo>,
+    /// Whether this mcpd acts on the servers: always alone; on a shared
+    /// store, while it holds the leader lease (`/readyz` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) leader: Option<bool>,
 }
 
 /// Whether mcpd answers at all.
@@ -26,6 +31,7 @@ pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
         runtime: None,
+        leader: None,
     })
 }
 
@@ -43,6 +49,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<H
         Json(Health {
             status: status.to_owned(),
             runtime: Some(state.lifecycle.runtime()),
+            leader: Some(state.lifecycle.is_leader()),
         }),
     )
 }
