@@ -4,8 +4,8 @@
 //! This file owns the listener: one connection per store, opened by
 //! `build()` and LISTENing on [`CHANNEL`] before `build()` returns (so a
 //! subscriber never misses a write made after it subscribed), a task that
-//! turns notifications of this store's schema into [`StoreChange`]s on a
-//! broadcast channel, and recovery: when the connection is lost, the task
+//! turns notifications of this store's schema into [`StoreChange`]s on the
+//! core's [`ChangeFeed`], and recovery: when the connection is lost, the task
 //! reconnects with backoff and then announces [`StoreChange::Missed`]
 //! (notifications sent meanwhile are gone). The notifications themselves come
 //! from the trigger of migration 0002; this file sends none and writes
@@ -14,25 +14,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use mcp_lifecycle::Result;
 use mcp_lifecycle::ports::{StoreChange, Version};
+use mcp_lifecycle::store::ChangeFeed;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::map_sqlx;
 
 /// The channel migration 0002's trigger notifies.
 pub(crate) const CHANNEL: &str = "mcp_lifecycle_changes";
-
-/// How many announcements a slow subscriber may fall behind before it is
-/// told it missed some.
-const CAPACITY: usize = 1024;
 
 /// Backoff between reconnection attempts after the connection is lost.
 const RECONNECT_FIRST: Duration = Duration::from_millis(200);
@@ -41,7 +34,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(10);
 /// The store's end of the announcements: subscribe, and stop the listener
 /// when the last store handle is dropped.
 pub(crate) struct Changes {
-    sender: broadcast::Sender<StoreChange>,
+    feed: ChangeFeed,
     cancel: CancellationToken,
 }
 
@@ -56,28 +49,22 @@ impl Changes {
     /// forwards this schema's notifications.
     pub(crate) async fn start(pool: &PgPool, schema: &str, server: &str) -> Result<Changes> {
         let listener = listen(pool, server).await?;
-        let (sender, _) = broadcast::channel(CAPACITY);
+        let feed = ChangeFeed::default();
         let cancel = CancellationToken::new();
         let task = Forwarder {
             pool: pool.clone(),
             schema: schema.into(),
             server: server.into(),
-            sender: sender.clone(),
+            feed: feed.clone(),
             cancel: cancel.clone(),
         };
         tokio::spawn(task.run(listener));
-        Ok(Changes { sender, cancel })
+        Ok(Changes { feed, cancel })
     }
 
-    /// A new subscription: every announcement from now on, a lag turned
-    /// into [`StoreChange::Missed`].
+    /// A new subscription: every announcement from now on.
     pub(crate) fn subscribe(&self) -> BoxStream<'static, StoreChange> {
-        BroadcastStream::new(self.sender.subscribe())
-            .map(|item| match item {
-                Ok(change) => change,
-                Err(BroadcastStreamRecvError::Lagged(_)) => StoreChange::Missed,
-            })
-            .boxed()
+        self.feed.subscribe()
     }
 }
 
@@ -98,7 +85,7 @@ struct Forwarder {
     pool: PgPool,
     schema: Arc<str>,
     server: Arc<str>,
-    sender: broadcast::Sender<StoreChange>,
+    feed: ChangeFeed,
     cancel: CancellationToken,
 }
 
@@ -113,8 +100,7 @@ impl Forwarder {
             match next {
                 Ok(Some(notification)) => {
                     if let Some(change) = parse(notification.payload(), &self.schema) {
-                        // An error only means nobody subscribes right now.
-                        let _ = self.sender.send(change);
+                        self.feed.send(change);
                     }
                     continue;
                 }
@@ -131,7 +117,7 @@ impl Forwarder {
             };
             listener = again;
             // Whatever was written while no one listened was not announced.
-            let _ = self.sender.send(StoreChange::Missed);
+            self.feed.send(StoreChange::Missed);
         }
     }
 

@@ -1,11 +1,11 @@
-//! The change announcements of the stores that live in this process
-//! ([`super::InMemoryStore`], `RedbStore`): a broadcast channel written after
-//! each committed write, and the [`Store::changes`](crate::Store::changes)
-//! streams read from it.
+//! [`ChangeFeed`]: the fan-out behind [`Store::changes`](crate::Store::changes),
+//! for every store that announces changes (the in-memory and redb stores
+//! here, the PostgreSQL store with what its database notifies): a broadcast
+//! channel written after each committed write, and the streams read from it.
 //!
 //! This file owns turning a lagging subscriber into
-//! [`StoreChange::Missed`]. It must not decide anything about records: the
-//! stores call [`ChangeFeed::announce`] after a write has committed, never
+//! [`StoreChange::Missed`]. It must not decide anything about records: a
+//! store calls [`ChangeFeed::announce`] after a write has committed, never
 //! before, and never for a write that failed or changed nothing.
 
 use futures::StreamExt;
@@ -20,9 +20,12 @@ use crate::ports::{StoreChange, Version};
 /// told it missed some.
 const CAPACITY: usize = 1024;
 
-/// Announces committed writes to every subscriber.
+/// Announces a store's committed writes to every subscriber: what a store
+/// implementation hands out from [`Store::changes`](crate::Store::changes).
+/// Clones share one channel. A subscriber that falls more than 1024
+/// announcements behind is told it [missed](StoreChange::Missed) some.
 #[derive(Debug, Clone)]
-pub(crate) struct ChangeFeed {
+pub struct ChangeFeed {
     sender: broadcast::Sender<StoreChange>,
 }
 
@@ -37,21 +40,27 @@ impl Default for ChangeFeed {
 impl ChangeFeed {
     /// Announces that `collection/key` was written (at `version`) or
     /// deleted (`None`). Free when nobody subscribes.
-    pub(crate) fn announce(&self, collection: &str, key: &str, version: Option<Version>) {
+    pub fn announce(&self, collection: &str, key: &str, version: Option<Version>) {
         if self.sender.receiver_count() == 0 {
             return;
         }
-        // An error only means every subscriber left meanwhile.
-        let _ = self.sender.send(StoreChange::Record {
+        self.send(StoreChange::Record {
             collection: collection.to_owned(),
             key: key.to_owned(),
             version,
         });
     }
 
+    /// Announces `change` as it is (a store that learns of changes as
+    /// [`StoreChange`]s, or that lost track: [`StoreChange::Missed`]).
+    pub fn send(&self, change: StoreChange) {
+        // An error only means nobody subscribes right now.
+        let _ = self.sender.send(change);
+    }
+
     /// A new subscription: every announcement from now on, with a lag
     /// turned into [`StoreChange::Missed`].
-    pub(crate) fn subscribe(&self) -> BoxStream<'static, StoreChange> {
+    pub fn subscribe(&self) -> BoxStream<'static, StoreChange> {
         BroadcastStream::new(self.sender.subscribe())
             .map(|item| match item {
                 Ok(change) => change,

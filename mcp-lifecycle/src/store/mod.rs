@@ -5,7 +5,8 @@
 //! a lease row changes on acquire / renew / release. Both [`InMemoryStore`]
 //! and `RedbStore` apply exactly these rules inside their own atomic section
 //! (a mutex, a write transaction), so they cannot drift apart. Nothing here
-//! performs I/O or reads a clock.
+//! performs I/O or reads a clock. [`ChangeFeed`] is the fan-out of
+//! `Store::changes` that every announcing store shares.
 
 mod change_feed;
 mod memory;
@@ -14,6 +15,7 @@ mod redb;
 
 #[cfg(feature = "redb")]
 pub use self::redb::RedbStore;
+pub use change_feed::ChangeFeed;
 pub use memory::InMemoryStore;
 
 use std::time::Duration;
