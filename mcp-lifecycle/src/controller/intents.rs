@@ -110,19 +110,26 @@ impl Controller {
                 }
                 Err(e) => return Err(e),
             }
-            let mut state = ServerState::new(Some(record));
-            state.push_event(
+            let saved = record.version;
+            let (slot, created) = self
+                .shared
+                .ensure_slot(&name, ServerState::new(Some(record)));
+            let mut st = slot.state.lock().await;
+            // The store's announcement of this very write may have made the
+            // slot first (it holds the version just saved); any other slot
+            // is another host's or call's, and the loop applies over it.
+            if !created && st.record().and_then(|r| r.version) != saved {
+                continue;
+            }
+            st.push_event(
                 &self.shared,
                 &name,
                 None,
                 LifecycleEventKind::Applied,
                 "spec created".into(),
             );
-            let (slot, created) = self.shared.ensure_slot(&name, state);
-            if !created {
-                continue;
-            }
-            publish(&self.shared, &slot, &mut *slot.state.lock().await);
+            publish(&self.shared, &slot, &mut st);
+            drop(st);
             slot.kick.notify_one();
             return Ok(ApplyOutcome::Created);
         }
