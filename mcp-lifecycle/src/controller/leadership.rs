@@ -133,8 +133,12 @@ pub(crate) async fn install_states(shared: &Arc<Shared>, mut states: HashMap<Str
 /// what no spec owns, and reconciles every server.
 async fn take_over(shared: &Arc<Shared>) -> Result<()> {
     let states = load_states(shared).await?;
+    let listing = shared.runtime.begin_listing();
     let listed = shared.orchestrator.list(&shared.managed_selector()).await?;
-    take_listing(shared, listed, |server| states.contains_key(server)).await;
+    take_listing(shared, listing, listed, |server| {
+        states.contains_key(server)
+    })
+    .await;
     install_states(shared, states).await;
     for slot in shared.slots() {
         slot.kick.notify_one();

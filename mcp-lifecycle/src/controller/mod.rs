@@ -116,8 +116,12 @@ impl Controller {
         if shared.leadership.election.is_none() {
             // A single host acts at once. With leader election, listing and
             // removing orphans wait until this host leads.
+            let listing = shared.runtime.begin_listing();
             let listed = list_with_retry(&shared).await?;
-            tasks::take_listing(&shared, listed, |server| states.contains_key(server)).await;
+            tasks::take_listing(&shared, listing, listed, |server| {
+                states.contains_key(server)
+            })
+            .await;
         }
         for (name, state) in states.drain() {
             let (slot, _) = shared.ensure_slot(&name, state);

@@ -14,6 +14,13 @@
 //! comparing anything whether its published status is still current. A
 //! listing is compared with each server's map as it arrives: a server it
 //! shows unchanged keeps its map, so a steady resync allocates nothing here.
+//!
+//! A listing is a snapshot from when it was asked for. While one is in
+//! flight, the view notes which instances the controller's own calls change
+//! (a start that returns, a removal), and the listing does not overwrite
+//! those: an instance started after the list call began is not dropped, and
+//! one removed meanwhile is not brought back. Nothing is noted while no
+//! listing is in flight.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -97,6 +104,37 @@ fn shows_the_same(old: &ObservedMap, new: &ObservedMap) -> bool {
 #[derive(Default)]
 pub(crate) struct RuntimeView {
     servers: Mutex<HashMap<String, ServerView, foldhash::fast::RandomState>>,
+    /// What changed while listings were in flight. Locked after `servers`.
+    in_flight: Mutex<InFlight>,
+}
+
+/// The instances changed directly since listings in flight began.
+#[derive(Default)]
+struct InFlight {
+    /// Bumped by each change noted.
+    epoch: u64,
+    /// Listings begun and not yet ended.
+    open: u32,
+    /// Instance → (its server, the epoch of its latest change).
+    changed: HashMap<InstanceId, (String, u64), foldhash::fast::RandomState>,
+}
+
+/// A listing in flight: made before the list call, handed to
+/// [`RuntimeView::replace_all`] with its result; dropping it (the call
+/// failed, or the listing was taken) ends it.
+pub(crate) struct ListingInFlight<'a> {
+    view: &'a RuntimeView,
+    since: u64,
+}
+
+impl Drop for ListingInFlight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.view.in_flight();
+        in_flight.open = in_flight.open.saturating_sub(1);
+        if in_flight.open == 0 {
+            in_flight.changed = HashMap::default();
+        }
+    }
 }
 
 impl RuntimeView {
@@ -106,6 +144,34 @@ impl RuntimeView {
     ) -> R {
         let mut guard = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut guard)
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes a direct change of `id`, if a listing is in flight.
+    fn note(&self, server: &str, id: &InstanceId) {
+        let mut in_flight = self.in_flight();
+        if in_flight.open == 0 {
+            return;
+        }
+        in_flight.epoch += 1;
+        let epoch = in_flight.epoch;
+        in_flight
+            .changed
+            .insert(id.clone(), (server.to_owned(), epoch));
+    }
+
+    /// Begins a listing: call it before the list call, and hand the result
+    /// to [`RuntimeView::replace_all`] with the listing's outcome.
+    pub(crate) fn begin_listing(&self) -> ListingInFlight<'_> {
+        let mut in_flight = self.in_flight();
+        in_flight.open += 1;
+        ListingInFlight {
+            view: self,
+            since: in_flight.epoch,
+        }
     }
 
     /// Changes one server's observations; bumps its generation if `change`
@@ -127,11 +193,26 @@ impl RuntimeView {
     }
 
     /// Replaces everything with a fresh listing (dirty marks are kept: an
-    /// event may have raced the listing). A server whose observations are
-    /// the same as before keeps its generation, and keeps its map if the
-    /// listing showed exactly what it holds.
-    pub(crate) fn replace_all(&self, listed: Vec<InstanceObservation>) {
+    /// event may have raced the listing), except the instances the
+    /// controller changed since `listing` began, which keep what the view
+    /// holds. A server whose observations are the same as before keeps its
+    /// generation, and keeps its map if the listing showed exactly what it
+    /// holds.
+    pub(crate) fn replace_all(
+        &self,
+        listing: ListingInFlight<'_>,
+        listed: Vec<InstanceObservation>,
+    ) {
+        let since = listing.since;
         self.with(|servers| {
+            // Instances changed since the listing began, by server.
+            let mut kept: HashMap<String, Vec<InstanceId>, foldhash::fast::RandomState> =
+                HashMap::default();
+            for (id, (server, epoch)) in &self.in_flight().changed {
+                if *epoch > since {
+                    kept.entry(server.clone()).or_default().push(id.clone());
+                }
+            }
             // Compare the listing with each server's map as it arrives; a
             // server seen for the first time gets a view. No server name is
             // copied for a server already known.
@@ -142,9 +223,24 @@ impl RuntimeView {
                 };
                 view.listing.take(&view.observed, obs);
             }
-            for view in servers.values_mut() {
+            for (server, view) in servers.iter_mut() {
                 let listing = std::mem::take(&mut view.listing);
-                if let Some(fresh) = listing.finish(&view.observed) {
+                let mut fresh = listing.finish(&view.observed);
+                if let Some(ids) = kept.get(server.as_str()) {
+                    let mut map = fresh.unwrap_or_else(|| (*view.observed).clone());
+                    for id in ids {
+                        match view.observed.get(id) {
+                            Some(current) => {
+                                map.insert(id.clone(), current.clone());
+                            }
+                            None => {
+                                map.remove(id);
+                            }
+                        }
+                    }
+                    fresh = (map != *view.observed).then_some(map);
+                }
+                if let Some(fresh) = fresh {
                     if !shows_the_same(&view.observed, &fresh) {
                         view.generation += 1;
                     }
@@ -193,7 +289,7 @@ impl RuntimeView {
     }
 
     pub(crate) fn upsert(&self, obs: InstanceObservation) {
-        let server = obs.server.clone();
+        let (server, id) = (obs.server.clone(), obs.id.clone());
         self.change(&server, |observed| match observed.get(&obs.id) {
             Some(existing) if *existing == obs => false,
             _ => {
@@ -201,6 +297,9 @@ impl RuntimeView {
                 true
             }
         });
+        // Noted after the change: a listing that begins in between is newer
+        // than the change anyway, so keeping the view's entry is right.
+        self.note(&server, &id);
     }
 
     pub(crate) fn remove(&self, server: &str, id: &InstanceId) {
@@ -212,6 +311,7 @@ impl RuntimeView {
                 v.generation += 1;
             }
         });
+        self.note(server, id);
     }
 
     pub(crate) fn set_exited(&self, server: &str, id: &InstanceId) {
@@ -226,6 +326,7 @@ impl RuntimeView {
             }
             _ => false,
         });
+        self.note(server, id);
     }
 
     pub(crate) fn forget_server(&self, server: &str) {
@@ -257,19 +358,25 @@ mod tests {
     #[test]
     fn an_unchanged_listing_keeps_each_map_and_generation() {
         let view = RuntimeView::default();
-        view.replace_all(vec![
-            obs("a", 0, RuntimeStatus::Running),
-            obs("a", 1, RuntimeStatus::Running),
-            obs("b", 0, RuntimeStatus::Running),
-        ]);
+        view.replace_all(
+            view.begin_listing(),
+            vec![
+                obs("a", 0, RuntimeStatus::Running),
+                obs("a", 1, RuntimeStatus::Running),
+                obs("b", 0, RuntimeStatus::Running),
+            ],
+        );
         let (a, gen_a) = view.snapshot("a");
         let (_, gen_b) = view.snapshot("b");
         // Listed in another order: the same observations.
-        view.replace_all(vec![
-            obs("b", 0, RuntimeStatus::Running),
-            obs("a", 1, RuntimeStatus::Running),
-            obs("a", 0, RuntimeStatus::Running),
-        ]);
+        view.replace_all(
+            view.begin_listing(),
+            vec![
+                obs("b", 0, RuntimeStatus::Running),
+                obs("a", 1, RuntimeStatus::Running),
+                obs("a", 0, RuntimeStatus::Running),
+            ],
+        );
         let (a_again, gen_a_again) = view.snapshot("a");
         assert!(Arc::ptr_eq(&a, &a_again), "an unchanged map is kept");
         assert_eq!(gen_a, gen_a_again);
@@ -279,31 +386,37 @@ mod tests {
     #[test]
     fn a_changed_listing_replaces_what_changed() {
         let view = RuntimeView::default();
-        view.replace_all(vec![
-            obs("a", 0, RuntimeStatus::Running),
-            obs("a", 1, RuntimeStatus::Running),
-            obs("b", 0, RuntimeStatus::Running),
-            obs("c", 0, RuntimeStatus::Running),
-        ]);
+        view.replace_all(
+            view.begin_listing(),
+            vec![
+                obs("a", 0, RuntimeStatus::Running),
+                obs("a", 1, RuntimeStatus::Running),
+                obs("b", 0, RuntimeStatus::Running),
+                obs("c", 0, RuntimeStatus::Running),
+            ],
+        );
         let (_, gen_a) = view.snapshot("a");
         let (_, gen_b) = view.snapshot("b");
         let (_, gen_c) = view.snapshot("c");
         let mut relabelled = obs("c", 0, RuntimeStatus::Running);
         relabelled.labels.insert("extra".to_owned(), "x".to_owned());
-        view.replace_all(vec![
-            // a-1 is gone; b-0 exited; c-0 shows what a status shows unchanged.
-            obs("a", 0, RuntimeStatus::Running),
-            obs(
-                "b",
-                0,
-                RuntimeStatus::Exited {
-                    code: Some(1),
-                    oom_killed: false,
-                    reason: None,
-                },
-            ),
-            relabelled.clone(),
-        ]);
+        view.replace_all(
+            view.begin_listing(),
+            vec![
+                // a-1 is gone; b-0 exited; c-0 shows what a status shows unchanged.
+                obs("a", 0, RuntimeStatus::Running),
+                obs(
+                    "b",
+                    0,
+                    RuntimeStatus::Exited {
+                        code: Some(1),
+                        oom_killed: false,
+                        reason: None,
+                    },
+                ),
+                relabelled.clone(),
+            ],
+        );
         let (a, gen_a_now) = view.snapshot("a");
         assert_eq!(a.keys().collect::<Vec<_>>(), [&InstanceId::new("a", 0)]);
         assert!(gen_a_now > gen_a);
@@ -317,7 +430,52 @@ mod tests {
         assert_eq!(gen_c_now, gen_c, "a status shows nothing new");
         assert_eq!(c.get(&InstanceId::new("c", 0)), Some(&relabelled));
         // A server the listing no longer shows is forgotten.
-        view.replace_all(vec![obs("a", 0, RuntimeStatus::Running)]);
+        view.replace_all(
+            view.begin_listing(),
+            vec![obs("a", 0, RuntimeStatus::Running)],
+        );
         assert!(view.snapshot("b").0.is_empty());
+    }
+
+    #[test]
+    fn a_listing_does_not_undo_what_changed_while_it_was_in_flight() {
+        let view = RuntimeView::default();
+        view.replace_all(
+            view.begin_listing(),
+            vec![
+                obs("a", 0, RuntimeStatus::Running),
+                obs("a", 1, RuntimeStatus::Running),
+            ],
+        );
+        // A listing begins; meanwhile a-2 is started and a-1 removed.
+        let listing = view.begin_listing();
+        view.upsert(obs("a", 2, RuntimeStatus::Running));
+        view.remove("a", &InstanceId::new("a", 1));
+        // It answers with what it saw when it began.
+        view.replace_all(
+            listing,
+            vec![
+                obs("a", 0, RuntimeStatus::Running),
+                obs("a", 1, RuntimeStatus::Running),
+            ],
+        );
+        let (a, _) = view.snapshot("a");
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            [&InstanceId::new("a", 0), &InstanceId::new("a", 2)],
+            "the started instance stays and the removed one stays gone"
+        );
+        // With no listing in flight, nothing is noted, and a later listing
+        // is taken as it is.
+        view.upsert(obs("a", 3, RuntimeStatus::Running));
+        view.replace_all(
+            view.begin_listing(),
+            vec![obs("a", 0, RuntimeStatus::Running)],
+        );
+        assert_eq!(
+            view.snapshot("a").0.keys().collect::<Vec<_>>(),
+            [&InstanceId::new("a", 0)]
+        );
+        assert!(view.in_flight().changed.is_empty());
     }
 }

@@ -15,6 +15,7 @@ use crate::ports::{EventStream, InstanceObservation, RuntimeEventKind};
 use crate::status::ResyncReport;
 
 use super::reconcile::{self, PassOutcome};
+use super::runtime_view::ListingInFlight;
 use super::server::ServerSlot;
 use super::shared::Shared;
 
@@ -109,11 +110,12 @@ async fn run_resync(shared: Arc<Shared>) {
 /// a failed removal is retried at the next resync.
 pub(super) async fn take_listing(
     shared: &Shared,
+    listing: ListingInFlight<'_>,
     mut listed: Vec<InstanceObservation>,
     known: impl Fn(&str) -> bool,
 ) -> usize {
     let orphans: Vec<_> = listed.extract_if(.., |o| !known(&o.server)).collect();
-    shared.runtime.replace_all(listed);
+    shared.runtime.replace_all(listing, listed);
     let mut removed = 0;
     if let Some(owner) = shared.orchestrator.replica_owner() {
         // The runtime keeps replicas of a workload alive: remove the workload.
@@ -153,9 +155,11 @@ pub(super) async fn resync(shared: &Arc<Shared>) -> Result<ResyncReport> {
     if !shared.leadership.may_act() {
         return Ok(ResyncReport::default());
     }
+    let listing = shared.runtime.begin_listing();
     let listed = shared.orchestrator.list(&shared.managed_selector()).await?;
     let workloads = listed.len();
-    let orphans_removed = take_listing(shared, listed, |server| shared.has_slot(server)).await;
+    let orphans_removed =
+        take_listing(shared, listing, listed, |server| shared.has_slot(server)).await;
     // Settle first what a pass would not change (the listing showed it
     // nothing new and nothing is due), so only the rest costs a future.
     let now = shared.clock.now();
