@@ -55,7 +55,8 @@ pub(crate) async fn negotiate(docker: Docker) -> mcp_lifecycle::Result<(Docker, 
 }
 
 /// The engine's name and version as it reports them: `Podman Engine 4.3.1`,
-/// `Docker Engine - Community 20.10.24`; `unknown engine` if it won't say.
+/// `Docker Engine - Community 20.10.24`, `Docker Engine 20.10.24+dfsg1` (a
+/// distribution build); `unknown engine` if it won't say.
 pub(crate) async fn engine_name(docker: &Docker) -> String {
     let Ok(version) = docker.version().await else {
         return "unknown engine".to_owned();
@@ -72,6 +73,16 @@ pub(crate) async fn engine_name(docker: &Docker) -> String {
     }
     match version.platform.map(|p| p.name) {
         Some(name) if !name.is_empty() => format!("{name} {number}"),
+        // Distribution builds (Debian's docker.io) leave the platform name
+        // empty; their engine component is still Docker's.
+        _ if version
+            .components
+            .iter()
+            .flatten()
+            .any(|c| c.name == "Engine") =>
+        {
+            format!("Docker Engine {number}")
+        }
         _ => format!("engine {number}"),
     }
 }
