@@ -126,6 +126,9 @@ stop_service() {
     # Containers the tests left behind would outlive the service otherwise.
     podman ps -aq --filter label=mcp-lifecycle.dev/managed-by 2>/dev/null |
         xargs -r podman rm -f >/dev/null 2>&1 || true
+    # The bridge network the Docker backend creates on first use (its CNI
+    # config); the machine had none before.
+    podman network rm -f mcp-lifecycle >/dev/null 2>&1 || true
     rm -rf "$SERVICE_TMP"
 }
 
